@@ -1,0 +1,1 @@
+"""backends layer of the scorehmr_ros core (no ROS imports)."""

@@ -1,0 +1,1 @@
+"""body layer of the scorehmr_ros core (no ROS imports)."""

@@ -1,0 +1,1 @@
+"""diffusion layer of the scorehmr_ros core (no ROS imports)."""

@@ -1,0 +1,1 @@
+"""guidance layer of the scorehmr_ros core (no ROS imports)."""

@@ -1,0 +1,1 @@
+"""perception layer of the scorehmr_ros core (no ROS imports)."""

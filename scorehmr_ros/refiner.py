@@ -1,0 +1,392 @@
+"""
+ScoreHMR refinement (supplement Algorithm 1, as the authors' code runs it).
+
+For each of ``S_max`` outer iterations: DDIM inversion of the current estimate from
+t = 0 up to tau without guidance, then guided DDIM (eta = 0) back to t = 0, where each
+step's noise prediction is corrected by the gradient of the observation losses of the
+one-step estimate (ScoreHMR eqs. 8 and 10)::
+
+    eps' = eps + sqrt(1 - abar_t) * grad_{x_t} sum_k rho_k L_k(x0_hat(x_t, eps))
+
+The denoiser only ever runs forward (no gradient through it); autograd runs through
+6D -> rotation matrices -> body model -> camera projection.
+
+Rows: B inputs x S samples, row ``b * S + s``. Letters: N = B * S rows, D diffusion
+dimension (144, or 154 with shape), C conditioning features.
+"""
+
+import dataclasses
+import logging
+import time
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from scorehmr_ros.body.model import BodyModel
+from scorehmr_ros.body.rotations import matrix_to_rot6d, rot6d_to_matrix
+from scorehmr_ros.config import RefinerConfig
+from scorehmr_ros.diffusion.checkpoint import load_denoiser
+from scorehmr_ros.diffusion.denoiser import Denoiser, DenoiserConfig, POSE_DIM
+from scorehmr_ros.diffusion.schedule import (
+    CosineSchedule, inversion_pairs, sampling_pairs, timestep_grid)
+from scorehmr_ros.guidance.camera import perspective_project
+from scorehmr_ros.guidance.camera_optimizer import CameraTranslationAdam
+from scorehmr_ros.guidance.early_stopping import EarlyStopper
+from scorehmr_ros.guidance.losses import (
+    keypoint_reprojection_loss, multiview_consistency_loss, temporal_smoothness_loss)
+from scorehmr_ros.observations import Observations
+
+LOG = logging.getLogger(__name__)
+
+#: Body layout used to evaluate each observed keypoint layout, and how many of the
+#: observed keypoints take part. The 44-joint layout's last 19 joints are evaluation-only
+#: joints whose confidence the authors zero, so only its BODY_25 part is used.
+GUIDANCE_LAYOUT = {'body25': ('body25', 25), 'scorehmr44': ('body25', 25),
+                   'coco17': ('coco17', 17), 'smpl24': ('smpl24', 24)}
+#: Hip keypoints per layout, ignored when ``guidance.use_hips`` is false.
+HIP_KEYPOINTS = {'body25': (8, 9, 12), 'scorehmr44': (8, 9, 12), 'coco17': (11, 12),
+                 'smpl24': (0, 1, 2)}
+#: Shape range used with a random-weight shape branch when no statistics are given.
+DEFAULT_BETAS_RANGE = 3.0
+
+
+@dataclasses.dataclass
+class RefinementResult:
+    """
+    Output of :meth:`Refiner.refine` (B inputs, S samples each; sample 0 is the mode).
+
+    :param rotmats: [B, S, 24, 3, 3] refined SMPL rotations.
+    :param betas: [B, S, 10] SMPL shape (refined when the model diffuses shape).
+    :param cam_t: [B, S, 3] body-to-camera translation after guidance, metres.
+    :param x0: [B, S, D] refined diffusion state.
+    :param refined: [B, S] False where the initial estimate was returned (no confident
+        keypoint, or a non-finite result).
+    :param stop_step: [B, S] guided step at which early stopping froze the sample, -1 if
+        it never stopped.
+    :param keypoint_loss: [B, S] keypoint loss of the last guided step (NaN without
+        keypoint guidance).
+    :param info: timings and counts.
+    """
+
+    rotmats: torch.Tensor
+    betas: torch.Tensor
+    cam_t: torch.Tensor
+    x0: torch.Tensor
+    refined: torch.Tensor
+    stop_step: torch.Tensor
+    keypoint_loss: torch.Tensor
+    info: Dict[str, Any]
+
+
+class Refiner:
+    """
+    Score-guided refinement of SMPL estimates.
+
+    :param config: engine configuration.
+    :param denoiser: use this network instead of the one the config names.
+    :param body: use this body model instead of the one the config names.
+    """
+
+    def __init__(self, config: RefinerConfig = RefinerConfig(),
+                 denoiser: Optional[Denoiser] = None, body: Optional[BodyModel] = None):
+        self.config = config
+        self.device = torch.device(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        if denoiser is not None:
+            self.weights_info = {'kind': 'given', 'note': 'denoiser passed by the caller'}
+        else:
+            denoiser, self.weights_info = _make_denoiser(config)
+        self.denoiser = denoiser.to(self.device, self.dtype).eval()
+        for param in self.denoiser.parameters():
+            param.requires_grad_(False)
+        if body is None:
+            body = BodyModel.from_config(config.body.model_path, config.body.extra_regressor)
+        self.body = body.to(self.device, self.dtype)
+        self.schedule = CosineSchedule().to(self.device)
+        self.betas_min, self.betas_max = self._betas_stats()
+
+    @property
+    def diffusion_dim(self) -> int:
+        """D of the state."""
+        return self.denoiser.diffusion_dim
+
+    def describe_weights(self) -> str:
+        """One line saying which denoiser weights run (shown by the CLI and the node)."""
+        info = self.weights_info
+        if info['kind'] == 'random':
+            return (f'RANDOM denoiser weights (seed {info["seed"]}, feature size '
+                    f'{info["cond_dim"]}): a plumbing check, not a trained prior')
+        if info['kind'] == 'checkpoint':
+            return f'denoiser checkpoint {info["path"]} ({info["format"]})'
+        return info['note']
+
+    def encode(self, rotmats: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+        """
+        Diffusion state of SMPL parameters.
+
+        :param rotmats: [B, 24, 3, 3] rotations.
+        :param betas: [B, 10] shape.
+        :return: [B, D] 6D pose (then shape scaled to [-1, 1] if the model uses shape).
+        """
+        x = matrix_to_rot6d(rotmats).reshape(rotmats.shape[0], POSE_DIM)
+        if self.denoiser.config.use_shape:
+            scaled = 2 * (betas - self.betas_min) / (self.betas_max - self.betas_min) - 1
+            x = torch.cat((x, scaled), dim=1)
+        return x
+
+    def decode(self, x: torch.Tensor, betas: torch.Tensor):
+        """
+        SMPL parameters of diffusion states.
+
+        :param x: [N, D] states.
+        :param betas: [N, 10] shape to use when the model does not diffuse shape.
+        :return: ``(rotmats [N, 24, 3, 3], betas [N, 10])``.
+        """
+        rotmats = rot6d_to_matrix(x[:, :POSE_DIM].reshape(-1, 24, 6))
+        if self.denoiser.config.use_shape:
+            betas = 0.5 * (self.betas_max - self.betas_min) * (x[:, POSE_DIM:] + 1) + \
+                self.betas_min
+        return rotmats, betas
+
+    @torch.no_grad()
+    def refine(self, obs: Observations) -> RefinementResult:
+        """
+        Run Algorithm 1 on a batch.
+
+        :param obs: inputs; see :class:`~scorehmr_ros.observations.Observations`.
+        :return: refined SMPL parameters per input and sample.
+        """
+        started = time.perf_counter()
+        cfg, guide = self.config.sampler, self.config.guidance
+        obs.validate(self.denoiser.config.total_cond_dim, need_keypoints=guide.keypoints)
+        rows = _Rows(obs, cfg.num_samples, self.device, self.dtype)
+        n, dim = rows.n, self.diffusion_dim
+        x_start = rows.repeat(self.encode(rows.get(obs.init_rotmats), rows.get(obs.init_betas)))
+        cond = rows.repeat(rows.get(obs.cond))
+        betas_rows = rows.repeat(rows.get(obs.init_betas))
+        kp = self._keypoint_setup(obs, rows) if guide.keypoints else None
+        group, num_groups = rows.view_groups(obs.view_group) if guide.multiview else (None, 0)
+        prev_row = rows.prev_rows(obs.frame_prev) if guide.temporal else None
+
+        translation = rows.repeat(rows.get(obs.init_cam_t)) if obs.init_cam_t is not None \
+            else torch.zeros(n, 3, device=self.device, dtype=self.dtype)
+        camera = CameraTranslationAdam(translation, lr=guide.camera_lr)
+        stopper = EarlyStopper(n, cfg.early_stopping if kp is not None else 'none',
+                               cfg.early_stop_tol, device=self.device)
+
+        grid = timestep_grid(cfg.tau, cfg.ddim_step)
+        noise_rows = None
+        if cfg.num_samples > 1:
+            gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+            noise = torch.randn(n, dim, generator=gen, device=self.device, dtype=self.dtype)
+            noise_rows = (torch.arange(n, device=self.device) % cfg.num_samples) > 0
+            x_noised = self.schedule.q_sample(x_start, grid[-1], noise)
+
+        x_t, x0 = x_start, x_start
+        kp_loss = torch.full((n,), float('nan'), device=self.device, dtype=self.dtype)
+        step = 0
+        for outer in range(cfg.outer_iters):
+            for t, t_next in inversion_pairs(grid):
+                eps = self._eps(x_t, t, cond)
+                x_t = self.schedule.ddim_move(self.schedule.predict_x0(x_t, t, eps), eps, t_next)
+            if outer == 0 and noise_rows is not None:
+                # Extra samples: a stochastic encoding of the start instead of the inversion.
+                x_t = torch.where(noise_rows[:, None], x_noised, x_t)
+            for t, t_next in sampling_pairs(grid):
+                eps = self._eps(x_t, t, cond)
+                grad, mask, loss = self._guidance_gradient(
+                    x_t, t, eps, betas_rows, kp, camera, stopper, group, num_groups, prev_row)
+                if loss is not None:
+                    kp_loss = loss
+                eps = eps + self.schedule.sqrt_one_minus_alphas_cumprod[t] * grad
+                x0 = self.schedule.predict_x0(x_t, t, eps)
+                if mask is not None:
+                    stopper.record(mask, x0, camera.translation, step)
+                x_t = self.schedule.ddim_move(x0, eps, t_next)
+                step += 1
+        x0, translation = stopper.finalize(x0, camera.translation)
+        return self._result(obs, rows, x0, translation, x_start, betas_rows, kp, stopper,
+                            kp_loss, started, step, len(grid))
+
+    def reprojection_error_px(self, rotmats: torch.Tensor, betas: torch.Tensor,
+                              cam_t: torch.Tensor, obs: Observations) -> torch.Tensor:
+        """
+        Mean pixel distance between projected body keypoints and confident observations.
+
+        :param rotmats: [B, 24, 3, 3] SMPL rotations.
+        :param betas: [B, 10] shape.
+        :param cam_t: [B, 3] body-to-camera translation.
+        :param obs: observations with keypoints and intrinsics.
+        :return: [B] error in pixels (NaN where no keypoint is confident).
+        """
+        layout, count = GUIDANCE_LAYOUT[obs.keypoint_layout]
+        kp = obs.sanitized_keypoints().to(self.device, self.dtype)[:, :count]
+        joints = self.body.keypoints(self.body(rotmats.to(self.device, self.dtype),
+                                               betas.to(self.device, self.dtype)), layout)
+        proj = perspective_project(joints, cam_t.to(self.device, self.dtype),
+                                   obs.focal_px.to(self.device, self.dtype),
+                                   obs.center_px.to(self.device, self.dtype))
+        valid = kp[..., 2] > 0
+        dist = (proj - kp[..., :2]).norm(dim=-1)
+        total = torch.where(valid, dist, torch.zeros_like(dist)).sum(-1)
+        return total / valid.sum(-1).to(dist.dtype)
+
+    def _eps(self, x_t: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
+        steps = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+        return self.denoiser(x_t, steps, cond)
+
+    def _guidance_gradient(self, x_t, t, eps, betas_rows, kp, camera, stopper, group,
+                           num_groups, prev_row):
+        """
+        Gradient of the weighted guidance losses w.r.t. x_t, eps held constant.
+
+        Also takes this step's Adam step on the camera translation (gradient of the
+        unweighted keypoint loss at the pre-step translation) and applies early stopping.
+
+        :return: ``(grad [N, D], stop mask [N] or None, keypoint loss [N] or None)``.
+        """
+        guide = self.config.guidance
+        if kp is None and not guide.multiview and not guide.temporal:
+            return torch.zeros_like(x_t), None, None
+        mask, kp_loss = None, None
+        with torch.enable_grad():
+            x_leaf = x_t.detach().requires_grad_(True)
+            x0 = self.schedule.predict_x0(x_leaf, t, eps.detach())
+            pose_6d = x0[:, :POSE_DIM]
+            total = x0.new_zeros(())
+            if kp is not None:
+                rotmats, betas = self.decode(x0, betas_rows)
+                joints = self.body.keypoints(self.body(rotmats, betas), kp['layout'])
+                trans = camera.translation.detach().requires_grad_(guide.optimize_camera)
+                kp_loss = keypoint_reprojection_loss(
+                    joints, trans, kp['target'], kp['conf'], kp['focal'], kp['center'],
+                    kp['size'], guide.gmof_sigma_px)
+                if stopper.active:
+                    mask = stopper.converged(kp_loss)
+                    kp_loss = torch.where(mask, torch.zeros_like(kp_loss), kp_loss)
+                if guide.optimize_camera:
+                    grad_cam, = torch.autograd.grad(kp_loss.sum(), trans, retain_graph=True)
+                    camera.step(grad_cam)
+                total = total + guide.rho_keypoints * kp_loss.sum()
+            if guide.multiview:
+                total = total + guide.rho_multiview * multiview_consistency_loss(
+                    pose_6d.reshape(-1, 24, 6)[:, 1:], group, num_groups,
+                    guide.multiview_weight).sum()
+            if guide.temporal:
+                total = total + guide.rho_temporal * temporal_smoothness_loss(
+                    pose_6d, prev_row).sum()
+            grad, = torch.autograd.grad(total, x_leaf)
+        loss = None if kp_loss is None else kp_loss.detach()
+        return grad * guide.grad_scale, mask, loss
+
+    def _keypoint_setup(self, obs: Observations, rows: '_Rows') -> Dict[str, Any]:
+        layout, count = GUIDANCE_LAYOUT[obs.keypoint_layout]
+        kp = rows.get(obs.sanitized_keypoints())[:, :count]
+        conf = kp[..., 2].clone()
+        if not self.config.guidance.use_hips:
+            conf[:, list(HIP_KEYPOINTS[obs.keypoint_layout])] = 0.0
+        return {
+            'layout': layout,
+            'target': rows.repeat(kp[..., :2]),
+            'conf': rows.repeat(conf),
+            'has_any': rows.repeat(conf.gt(0).any(dim=-1)),
+            'focal': rows.repeat(rows.get(obs.focal_px)),
+            'center': rows.repeat(rows.get(obs.center_px)),
+            'size': rows.repeat(rows.get(obs.image_size)),
+        }
+
+    def _result(self, obs, rows, x0, translation, x_start, betas_rows, kp, stopper, kp_loss,
+                started, steps, grid_len) -> RefinementResult:
+        guide = self.config.guidance
+        refined = torch.isfinite(x0).all(dim=-1) & torch.isfinite(translation).all(dim=-1)
+        if kp is not None and not (guide.multiview or guide.temporal):
+            # Keypoints are the only evidence: without one, keep the regression estimate.
+            refined &= kp['has_any']
+        init_translation = rows.repeat(rows.get(obs.init_cam_t)) if obs.init_cam_t is not None \
+            else torch.zeros_like(translation)
+        if not bool(refined.all()):
+            LOG.warning('%d of %d sample(s) returned their initial estimate (no confident '
+                        'keypoint or a non-finite result)', int((~refined).sum()), rows.n)
+        x0 = torch.where(refined[:, None], x0, x_start)
+        translation = torch.where(refined[:, None], translation, init_translation)
+        rotmats, betas = self.decode(x0, betas_rows)
+        b, s = obs.batch_size, self.config.sampler.num_samples
+        denoiser_calls = 2 * (grid_len - 1) * self.config.sampler.outer_iters
+        return RefinementResult(
+            rotmats=rotmats.reshape(b, s, 24, 3, 3), betas=betas.reshape(b, s, 10),
+            cam_t=translation.reshape(b, s, 3), x0=x0.reshape(b, s, -1),
+            refined=refined.reshape(b, s), stop_step=stopper.stop_step.reshape(b, s),
+            keypoint_loss=kp_loss.reshape(b, s),
+            info={'elapsed_s': time.perf_counter() - started, 'guided_steps': steps,
+                  'denoiser_calls': denoiser_calls, 'rows': rows.n,
+                  'weights': self.describe_weights()})
+
+    def _betas_stats(self):
+        if not self.denoiser.config.use_shape:
+            return None, None
+        path = self.config.model.betas_stats
+        if path is None:
+            if self.weights_info['kind'] != 'random':
+                raise ValueError('model.betas_stats is required for a checkpoint that '
+                                 'diffuses SMPL shape (npz with betas_min and betas_max [10])')
+            low = -DEFAULT_BETAS_RANGE * torch.ones(10)
+            return low.to(self.device, self.dtype), (-low).to(self.device, self.dtype)
+        with np.load(path, allow_pickle=False) as stats:
+            try:
+                low, high = stats['betas_min'], stats['betas_max']
+            except KeyError as err:
+                raise ValueError(f'{path}: missing {err} (need betas_min and betas_max)') from None
+        if low.shape != (10,) or high.shape != (10,) or not (high > low).all():
+            raise ValueError(f'{path}: betas_min/betas_max must be [10] with max > min')
+        as_tensor = lambda a: torch.as_tensor(a).to(self.device, self.dtype)  # noqa: E731
+        return as_tensor(low), as_tensor(high)
+
+
+class _Rows:
+    """Move per-input tensors to the engine and expand them to B x S rows."""
+
+    def __init__(self, obs: Observations, num_samples: int, device, dtype):
+        self.b = obs.batch_size
+        self.s = num_samples
+        self.n = self.b * num_samples
+        self.device, self.dtype = device, dtype
+
+    def get(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, self.dtype)
+
+    def repeat(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.repeat_interleave(self.s, dim=0)
+
+    def view_groups(self, view_group: Optional[torch.Tensor]):
+        if view_group is None:
+            group = torch.zeros(self.b, dtype=torch.long, device=self.device)
+        else:
+            group = torch.unique(view_group.to(self.device), return_inverse=True)[1]
+        num_groups = int(group.max()) + 1
+        sample = torch.arange(self.s, device=self.device).repeat(self.b)
+        return self.repeat(group) * self.s + sample, num_groups * self.s
+
+    def prev_rows(self, frame_prev: Optional[torch.Tensor]) -> torch.Tensor:
+        if frame_prev is None:
+            frame_prev = torch.arange(self.b, device=self.device) - 1
+        prev = self.repeat(frame_prev.to(self.device).long())
+        sample = torch.arange(self.s, device=self.device).repeat(self.b)
+        return torch.where(prev >= 0, prev * self.s + sample, torch.full_like(prev, -1))
+
+
+def _make_denoiser(config: RefinerConfig):
+    model_cfg = config.model
+    if model_cfg.checkpoint:
+        denoiser, meta = load_denoiser(model_cfg.checkpoint)
+        return denoiser, {'kind': 'checkpoint', 'path': model_cfg.checkpoint,
+                          'format': meta.get('checkpoint_format', '?'), 'meta': meta}
+    # A private RNG stream: building the network must not reseed the caller's.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_cfg.random_seed)
+        denoiser = Denoiser(DenoiserConfig(
+            cond_dim=model_cfg.cond_dim, use_shape=model_cfg.use_shape,
+            shape_cond_dim=model_cfg.shape_cond_dim))
+    LOG.warning('no denoiser checkpoint configured: using RANDOM weights (plumbing check)')
+    return denoiser, {'kind': 'random', 'seed': model_cfg.random_seed,
+                      'cond_dim': model_cfg.cond_dim}

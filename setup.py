@@ -1,0 +1,33 @@
+"""Install scorehmr_ros as an ament_python package or with pip."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'scorehmr_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(include=['scorehmr_ros', 'scorehmr_ros.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml')),
+    ],
+    package_data={'scorehmr_ros': ['data/*.yaml']},
+    install_requires=['setuptools'],
+    zip_safe=True,
+    maintainer='scorehmr_ros developers',
+    maintainer_email='scorehmr-ros@users.noreply.github.com',
+    description='ScoreHMR score-guided diffusion for 3D human recovery as a ROS 2 node '
+                'and a Python library.',
+    license='MIT',
+    python_requires='>=3.10',
+    entry_points={
+        'console_scripts': [
+            'scorehmr = scorehmr_ros.cli:main',
+        ],
+    },
+)
