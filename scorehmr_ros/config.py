@@ -17,6 +17,21 @@ DTYPES = ('float32', 'float64')
 KEYPOINT_LAYOUTS = ('body25', 'scorehmr44', 'coco17', 'smpl24')
 
 
+def _positive(obj, *names):
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f'{type(obj).__name__}.{name} must be a positive int, '
+                             f'got {value!r}')
+
+
+def _one_of(obj, name, allowed):
+    value = getattr(obj, name)
+    if value not in allowed:
+        raise ValueError(f'{type(obj).__name__}.{name} must be one of {allowed}, '
+                         f'got {value!r}')
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """
@@ -229,18 +244,3 @@ def _merge(base: Dict[str, Any], update: Mapping[str, Any]) -> Dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def _positive(obj, *names):
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f'{type(obj).__name__}.{name} must be a positive int, '
-                             f'got {value!r}')
-
-
-def _one_of(obj, name, allowed):
-    value = getattr(obj, name)
-    if value not in allowed:
-        raise ValueError(f'{type(obj).__name__}.{name} must be one of {allowed}, '
-                         f'got {value!r}')
