@@ -327,9 +327,11 @@ class Refiner:
             return None, None
         path = self.config.model.betas_stats
         if path is None:
-            if self.weights_info['kind'] != 'random':
+            if self.weights_info['kind'] == 'checkpoint':
                 raise ValueError('model.betas_stats is required for a checkpoint that '
                                  'diffuses SMPL shape (npz with betas_min and betas_max [10])')
+            LOG.info('shape branch without model.betas_stats: scaling betas from [-%g, %g]',
+                     DEFAULT_BETAS_RANGE, DEFAULT_BETAS_RANGE)
             low = -DEFAULT_BETAS_RANGE * torch.ones(10)
             return low.to(self.device, self.dtype), (-low).to(self.device, self.dtype)
         with np.load(path, allow_pickle=False) as stats:
