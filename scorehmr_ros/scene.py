@@ -9,6 +9,7 @@ translation, which is what ScoreHMR starts from.
 
 import dataclasses
 import math
+
 import torch
 
 from scorehmr_ros.body.model import BodyModel

@@ -81,7 +81,8 @@ def oracle(net, body, obs, tau, dt, iters, early, kp_on, mv_on, temp_on,
                     rot = rot6d_to_matrix(pose.reshape(b, 24, 6))
                     joints = body.keypoints(body(rot, shape), 'body25')
                     p = joints + cam[:, None]
-                    proj = p[..., :2] / p[..., 2:] * obs.focal_px[:, None] + obs.center_px[:, None]
+                    proj = (p[..., :2] / p[..., 2:] * obs.focal_px[:, None]
+                            + obs.center_px[:, None])
                     r2 = (proj - kp[..., :2]) ** 2
                     gm = 1e4 * r2 / (1e4 + r2)
                     w = (1000 / obs.image_size.max(-1).values) ** 2
@@ -102,7 +103,8 @@ def oracle(net, body, obs, tau, dt, iters, early, kp_on, mv_on, temp_on,
                     loss = rho[0] * loss_kp.sum()
                 if mv_on:
                     bp = pose.reshape(b, 24, 6)[:, 1:]
-                    loss = loss + rho[1] * 300.0 ** 2 * ((bp - bp.mean(0, keepdim=True)) ** 2).sum()
+                    spread = ((bp - bp.mean(0, keepdim=True)) ** 2).sum()
+                    loss = loss + rho[1] * 300.0 ** 2 * spread
                 if temp_on:
                     loss = loss + rho[2] * ((pose[1:] - pose[:-1]) ** 2).sum()
                 grad = torch.autograd.grad(loss, leaf)[0]

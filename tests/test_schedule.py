@@ -20,8 +20,8 @@ def closed_form_alphas_cumprod(t, T=1000, s=0.008):
 @pytest.mark.parametrize('t', [0, 1, 2, 10, 50, 100, 500, 999])
 def test_alphas_cumprod_closed_form(t):
     sched = CosineSchedule()
-    assert sched.alphas_cumprod[t].item() == pytest.approx(closed_form_alphas_cumprod(t),
-                                                          rel=1e-6, abs=1e-9)
+    want = closed_form_alphas_cumprod(t)
+    assert sched.alphas_cumprod[t].item() == pytest.approx(want, rel=1e-6, abs=1e-9)
 
 
 def test_schedule_properties():

@@ -90,7 +90,7 @@ def quat_wxyz_to_matrix(quat: torch.Tensor) -> torch.Tensor:
 
 def matrix_to_quat_wxyz(rotmat: torch.Tensor) -> torch.Tensor:
     """
-    Unit quaternions of rotation matrices with non-negative ``w``.
+    Convert rotation matrices to unit quaternions with non-negative ``w``.
 
     Uses the largest of the four candidate denominators (Shepperd's method) so the
     result is accurate for every rotation, 180 degrees included.
@@ -146,7 +146,7 @@ def quat_wxyz_to_axis_angle(quat: torch.Tensor) -> torch.Tensor:
 
 def axis_angle_to_quat_wxyz(axis_angle: torch.Tensor) -> torch.Tensor:
     """
-    Unit quaternions of rotation vectors.
+    Convert rotation vectors to unit quaternions.
 
     :param axis_angle: [..., 3] axis times angle in radians.
     :return: [..., 4] unit quaternions ``(w, x, y, z)``.

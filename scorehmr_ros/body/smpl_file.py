@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 import pickle
 import tempfile
+import types
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -95,7 +96,23 @@ def _numpy_reconstructors() -> Dict[str, Any]:
     return {
         '_reconstruct': np.ndarray((0,)).__reduce__()[0],
         'scalar': np.float64(0.0).__reduce__()[0],
+        # Pickle protocol 5 rebuilds arrays from an in-band buffer.
+        '_frombuffer': np.zeros(1).__reduce_ex__(5)[0],
     }
+
+
+def _latin1_encode(text: Any, encoding: str = 'utf-8') -> bytes:
+    """
+    Stand-in for ``_codecs.encode``, which Python 3 uses to pickle bytes (protocol < 3).
+
+    :param text: the str holding the bytes
+    :param encoding: must be latin-1, the only one pickle writes
+    :return: the bytes
+    """
+    if not isinstance(text, str) or encoding.lower().replace('-', '') != 'latin1':
+        raise SmplFileError(f'refusing _codecs.encode with encoding {encoding!r} in an '
+                            'SMPL file')
+    return text.encode('latin1')
 
 
 _NUMPY = _numpy_reconstructors()
@@ -104,12 +121,20 @@ _SAFE_GLOBALS: Dict[Tuple[str, str], Any] = {
     ('numpy._core.multiarray', '_reconstruct'): _NUMPY['_reconstruct'],
     ('numpy.core.multiarray', 'scalar'): _NUMPY['scalar'],
     ('numpy._core.multiarray', 'scalar'): _NUMPY['scalar'],
+    ('numpy.core.numeric', '_frombuffer'): _NUMPY['_frombuffer'],
+    ('numpy._core.numeric', '_frombuffer'): _NUMPY['_frombuffer'],
     ('numpy', 'ndarray'): np.ndarray,
     ('numpy', 'dtype'): np.dtype,
     ('copyreg', '_reconstructor'): copyreg._reconstructor,
     ('copy_reg', '_reconstructor'): copyreg._reconstructor,
     ('builtins', 'object'): object,
     ('__builtin__', 'object'): object,
+    # Python 3 pickles bytes as _codecs.encode(str, 'latin1') below protocol 3.
+    ('_codecs', 'encode'): _latin1_encode,
+    ('builtins', 'bytes'): bytes,
+    ('__builtin__', 'bytes'): bytes,
+    ('builtins', 'bytearray'): bytearray,
+    ('__builtin__', 'bytearray'): bytearray,
     # chumpy's pickled state contains a set ('_dirty_vars').
     ('builtins', 'set'): set,
     ('__builtin__', 'set'): set,
@@ -153,6 +178,11 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         safe = _SAFE_GLOBALS.get((module, name))
+        if isinstance(safe, types.FunctionType):
+            # A pickle can BUILD attributes onto any object it holds; hand out a private
+            # copy so that it cannot alter the process-wide function.
+            return types.FunctionType(safe.__code__, safe.__globals__, safe.__name__,
+                                      safe.__defaults__, safe.__closure__)
         if safe is not None:
             return safe
         stand_in = _stand_in_class(module, name)
@@ -184,6 +214,8 @@ def restricted_load(path: PathLike) -> Any:
         raise
     except FileNotFoundError:
         raise SmplFileNotFoundError(f'file not found: {source}') from None
+    except OSError as exc:
+        raise SmplFileError(f'cannot read {source}: {exc}') from exc
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
             IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as exc:
         raise SmplFileError(f'cannot unpickle {source}: {type(exc).__name__}: {exc}') from exc

@@ -214,5 +214,5 @@ def _run_branch(time_mlp: nn.Module, init_mlp: nn.Module, blocks: nn.ModuleList,
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Count trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

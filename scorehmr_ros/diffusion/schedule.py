@@ -1,4 +1,4 @@
-"""
+r"""
 Cosine noise schedule and the DDIM update rules of ScoreHMR.
 
 Symbols (ScoreHMR / DDIM papers):
@@ -6,11 +6,11 @@ Symbols (ScoreHMR / DDIM papers):
 ==========================  ==========================================
 code                        math
 ==========================  ==========================================
-``alphas_cumprod[t]``       :math:`\\bar\\alpha_t`
-``predict_x0(x_t, t, eps)``  :math:`\\hat x_0 = (x_t - \\sqrt{1-\\bar\\alpha_t}\\,\\epsilon)/
-                            \\sqrt{\\bar\\alpha_t}`
-``ddim_move(x0, eps, t')``  :math:`\\sqrt{\\bar\\alpha_{t'}}\\,\\hat x_0 +
-                            \\sqrt{1-\\bar\\alpha_{t'}}\\,\\epsilon` (eta = 0, both directions)
+``alphas_cumprod[t]``       :math:`\bar\alpha_t`
+``predict_x0(x_t, t, eps)``  :math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon)/
+                            \sqrt{\bar\alpha_t}`
+``ddim_move(x0, eps, t')``  :math:`\sqrt{\bar\alpha_{t'}}\,\hat x_0 +
+                            \sqrt{1-\bar\alpha_{t'}}\,\epsilon` (eta = 0, both directions)
 ==========================  ==========================================
 
 The schedule is computed in float64 and stored as float32 tensors, as the reference
@@ -24,12 +24,12 @@ import torch
 
 
 class CosineSchedule(torch.nn.Module):
-    """
+    r"""
     Improved-DDPM cosine schedule (Nichol & Dhariwal 2021) with T steps.
 
     Buffers are [T] float32 tensors indexed by the integer timestep ``t`` in ``[0, T)``.
     Note that ``alphas_cumprod[0] < 1``: the last DDIM step goes to ``t' = 0`` and uses
-    :math:`\\bar\\alpha_0`, not 1.
+    :math:`\bar\alpha_0`, not 1.
     """
 
     def __init__(self, num_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999):

@@ -86,7 +86,7 @@ class EarlyStopper:
 
     def finalize(self, x0: torch.Tensor, translation: Optional[torch.Tensor]):
         """
-        Outputs: frozen rows keep their stop-time values, the others the final ones.
+        Return the outputs: frozen rows keep their stop-time values, others the final ones.
 
         :param x0: [N, D] final one-step estimate.
         :param translation: [N, 3] final translation or None.
