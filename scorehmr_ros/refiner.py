@@ -39,11 +39,10 @@ from scorehmr_ros.observations import Observations
 
 LOG = logging.getLogger(__name__)
 
-#: Body layout used to evaluate each observed keypoint layout, and how many of the
-#: observed keypoints take part. The 44-joint layout's last 19 joints are evaluation-only
-#: joints whose confidence the authors zero, so only its BODY_25 part is used.
-GUIDANCE_LAYOUT = {'body25': ('body25', 25), 'scorehmr44': ('body25', 25),
-                   'coco17': ('coco17', 17), 'smpl24': ('smpl24', 24)}
+#: Keypoints of a layout that never guide: the 44-joint layout's last 19 joints are
+#: evaluation-only, and the authors zero their confidences. They stay in the loss as
+#: exact zeros so that float32 sums round like the reference.
+UNGUIDED_KEYPOINTS = {'scorehmr44': slice(25, 44)}
 #: Hip keypoints per layout, ignored when ``guidance.use_hips`` is false.
 HIP_KEYPOINTS = {'body25': (8, 9, 12), 'scorehmr44': (8, 9, 12), 'coco17': (11, 12),
                  'smpl24': (0, 1, 2)}
@@ -220,10 +219,12 @@ class Refiner:
         :param obs: observations with keypoints and intrinsics.
         :return: [B] error in pixels (NaN where no keypoint is confident).
         """
-        layout, count = GUIDANCE_LAYOUT[obs.keypoint_layout]
-        kp = obs.sanitized_keypoints().to(self.device, self.dtype)[:, :count]
+        kp = obs.sanitized_keypoints().to(self.device, self.dtype)
+        if obs.keypoint_layout in UNGUIDED_KEYPOINTS:
+            kp[:, UNGUIDED_KEYPOINTS[obs.keypoint_layout], 2] = 0.0
         joints = self.body.keypoints(self.body(rotmats.to(self.device, self.dtype),
-                                               betas.to(self.device, self.dtype)), layout)
+                                               betas.to(self.device, self.dtype)),
+                                     obs.keypoint_layout)
         proj = perspective_project(joints, cam_t.to(self.device, self.dtype),
                                    obs.focal_px.to(self.device, self.dtype),
                                    obs.center_px.to(self.device, self.dtype))
@@ -281,13 +282,14 @@ class Refiner:
         return grad * guide.grad_scale, mask, loss
 
     def _keypoint_setup(self, obs: Observations, rows: '_Rows') -> Dict[str, Any]:
-        layout, count = GUIDANCE_LAYOUT[obs.keypoint_layout]
-        kp = rows.get(obs.sanitized_keypoints())[:, :count]
+        kp = rows.get(obs.sanitized_keypoints())
         conf = kp[..., 2].clone()
+        if obs.keypoint_layout in UNGUIDED_KEYPOINTS:
+            conf[:, UNGUIDED_KEYPOINTS[obs.keypoint_layout]] = 0.0
         if not self.config.guidance.use_hips:
             conf[:, list(HIP_KEYPOINTS[obs.keypoint_layout])] = 0.0
         return {
-            'layout': layout,
+            'layout': obs.keypoint_layout,
             'target': rows.repeat(kp[..., :2]),
             'conf': rows.repeat(conf),
             'has_any': rows.repeat(conf.gt(0).any(dim=-1)),

@@ -34,8 +34,9 @@ def oracle(net, body, obs, tau, dt, iters, early, kp_on, mv_on, temp_on,
     # float32 coefficients, as the reference stores its schedule buffers.
     c_x = torch.sqrt(1 / abar).float().to(dtype)  # x0 = c_x * x_t - c_e * eps
     c_e = torch.sqrt(1 / abar - 1).float().to(dtype)
-    sq = torch.sqrt(abar).float().to(dtype)
-    sq1m = torch.sqrt(1 - abar).float().to(dtype)
+    sq1m = torch.sqrt(1 - abar).float().to(dtype)           # scales the guidance gradient
+    move_sq = abar.float().sqrt().to(dtype)                 # DDIM moves: float32 math on abar
+    move_sq1m = (1 - abar.float()).sqrt().to(dtype)
 
     b = obs.batch_size
     x = matrix_to_rot6d(obs.init_rotmats).reshape(b, 144)
@@ -63,7 +64,7 @@ def oracle(net, body, obs, tau, dt, iters, early, kp_on, mv_on, temp_on,
         for t, t_next in up:
             eps = eps_of(x_t, t)
             x0 = c_x[t] * x_t - c_e[t] * eps
-            x_t = x0 * sq[t_next] + eps * sq1m[t_next]
+            x_t = x0 * move_sq[t_next] + eps * move_sq1m[t_next]
         for t, t_next in down:
             eps = eps_of(x_t, t)
             mask = None
@@ -114,7 +115,7 @@ def oracle(net, body, obs, tau, dt, iters, early, kp_on, mv_on, temp_on,
                 fresh = (cached_x.sum(-1) == 0) & mask
                 cached_x[fresh] = x0[fresh]
                 cached_cam[fresh] = cam.detach()[fresh]
-            x_t = x0 * sq[t_next] + eps * sq1m[t_next]
+            x_t = x0 * move_sq[t_next] + eps * move_sq1m[t_next]
     if early:
         fresh = cached_x.sum(-1) == 0
         cached_x[fresh] = x0[fresh]

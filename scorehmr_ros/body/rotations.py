@@ -32,13 +32,14 @@ def rot6d_to_matrix(rot6d: torch.Tensor) -> torch.Tensor:
     :param rot6d: [..., 6] first column ``a1`` then second column ``a2``.
     :return: [..., 3, 3] rotation matrices with columns ``b1, b2, b1 x b2``.
     """
-    a1 = rot6d[..., 0:3]
-    a2 = rot6d[..., 3:6]
-    # F.normalize clamps the norm at 1e-12 exactly like the reference code.
-    b1 = F.normalize(a1, dim=-1)
-    b2 = F.normalize(a2 - (b1 * a2).sum(dim=-1, keepdim=True) * b1, dim=-1)
-    b3 = torch.linalg.cross(b1, b2, dim=-1)
-    return torch.stack((b1, b2, b3), dim=-1)
+    # The operation sequence (including the einsum dot product and F.normalize's 1e-12
+    # clamp) mirrors the reference code so float32 results agree bit for bit.
+    cols = rot6d.reshape(-1, 2, 3).permute(0, 2, 1).contiguous()
+    a1, a2 = cols[:, :, 0], cols[:, :, 1]
+    b1 = F.normalize(a1)
+    b2 = F.normalize(a2 - torch.einsum('bi,bi->b', b1, a2).unsqueeze(-1) * b1)
+    b3 = torch.linalg.cross(b1, b2)
+    return torch.stack((b1, b2, b3), dim=-1).reshape(rot6d.shape[:-1] + (3, 3))
 
 
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:

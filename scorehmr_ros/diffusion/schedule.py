@@ -53,6 +53,14 @@ class CosineSchedule(torch.nn.Module):
             ('sqrt_recipm1_alphas_cumprod', torch.sqrt(1.0 / alphas_cumprod - 1)),
         ):
             self.register_buffer(name, value.to(torch.float32), persistent=False)
+        # The reference implementation's DDIM moves take sqrt(abar) and sqrt(1 - abar) of
+        # the float32 abar in float32. Near t = 0, 1 - abar loses most of its digits that
+        # way (about 1e-3 relative at t = 2), and matching that arithmetic is what makes
+        # outputs (and early-stopping decisions) agree with it.
+        abar32 = alphas_cumprod.to(torch.float32)
+        self.register_buffer('move_sqrt_alphas_cumprod', abar32.sqrt(), persistent=False)
+        self.register_buffer('move_sqrt_one_minus_alphas_cumprod', (1 - abar32).sqrt(),
+                             persistent=False)
 
     def predict_x0(self, x_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
         """
@@ -77,8 +85,8 @@ class CosineSchedule(torch.nn.Module):
         :param t_to: integer target timestep.
         :return: [N, D] state at ``t_to``.
         """
-        return (x0 * self.sqrt_alphas_cumprod[t_to]
-                + eps * self.sqrt_one_minus_alphas_cumprod[t_to])
+        return (x0 * self.move_sqrt_alphas_cumprod[t_to]
+                + eps * self.move_sqrt_one_minus_alphas_cumprod[t_to])
 
     def q_sample(self, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
         """
@@ -89,7 +97,7 @@ class CosineSchedule(torch.nn.Module):
         :param noise: [N, D] standard normal noise.
         :return: [N, D] noisy state.
         """
-        return self.ddim_move(x0, noise, t)
+        return x0 * self.sqrt_alphas_cumprod[t] + noise * self.sqrt_one_minus_alphas_cumprod[t]
 
 
 def timestep_grid(tau: int, step: int) -> List[int]:

@@ -27,5 +27,12 @@ def perspective_project(points: torch.Tensor, translation: torch.Tensor,
     if rotation is not None:
         points = torch.einsum('nij,nkj->nki', rotation, points)
     cam = points + translation[:, None, :]
-    xy = cam[..., :2] / cam[..., 2:3]
-    return xy * focal_px[:, None, :] + center_px[:, None, :]
+    normalized = cam / cam[..., 2:3]
+    # Intrinsics applied as a matrix product, as the reference code does: the fused
+    # multiply-add of the product rounds differently from x * f + c.
+    intrinsics = torch.zeros(points.shape[0], 3, 3, dtype=points.dtype, device=points.device)
+    intrinsics[:, 0, 0] = focal_px[:, 0]
+    intrinsics[:, 1, 1] = focal_px[:, 1]
+    intrinsics[:, 2, 2] = 1.0
+    intrinsics[:, :2, 2] = center_px
+    return torch.einsum('nij,nkj->nki', intrinsics, normalized)[..., :2]
