@@ -70,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     add_config(p)
     p.set_defaults(func=_cmd_make_scene)
 
+    p = sub.add_parser('export', help='export the denoiser to ONNX (and TensorRT)')
+    p.add_argument('--output-dir', required=True, help='folder for the graphs')
+    p.add_argument('--tensorrt', action='store_true',
+                   help='also build a TensorRT engine (needs tensorrt and a GPU)')
+    p.add_argument('--profile', type=int, nargs=3, default=[1, 8, 64],
+                   metavar=('MIN', 'OPT', 'MAX'), help='TensorRT batch profile (rows)')
+    add_config(p)
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser('convert-smpl', help='convert a SMPL .pkl to .npz safely')
     p.add_argument('input', help='SMPL .pkl (e.g. SMPL_NEUTRAL.pkl)')
     p.add_argument('output', help='output .npz')
@@ -113,6 +122,28 @@ def _cmd_make_scene(args) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     save_observations(args.output, scene.obs)
     LOG.info('wrote %s (%d people, body: %s)', args.output, args.people, body.name)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    import os
+
+    from scorehmr_ros.backends.onnx_export import check_onnx, export_onnx
+    from scorehmr_ros.refiner import _make_denoiser
+
+    cfg = _config(args)
+    denoiser, info = _make_denoiser(cfg)
+    paths = export_onnx(denoiser, args.output_dir)
+    for key in ('denoiser', 'prepare', 'step'):
+        LOG.info('%s: %s (ops: %s)', key, paths[key], ', '.join(check_onnx(paths[key])))
+    if args.tensorrt:
+        from scorehmr_ros.backends.tensorrt_backend import build_engine
+
+        engine = build_engine(paths['denoiser'],
+                              os.path.join(args.output_dir, 'denoiser.engine'),
+                              tuple(args.profile))
+        LOG.info('TensorRT engine: %s (rows %s)', engine, args.profile)
+    LOG.info('exported %s weights', info['kind'])
     return 0
 
 

@@ -14,6 +14,8 @@ import yaml
 from scorehmr_ros.guidance.early_stopping import RULES as EARLY_STOPPING_RULES
 
 DTYPES = ('float32', 'float64')
+BACKENDS = ('torch', 'folded', 'onnxruntime', 'tensorrt')
+BODY_PATHS = ('mesh', 'joints')
 KEYPOINT_LAYOUTS = ('body25', 'scorehmr44', 'coco17', 'smpl24')
 
 
@@ -143,6 +145,36 @@ class GuidanceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """
+    How the engine computes (same results, different speed).
+
+    The defaults reproduce the authors' implementation bit for bit. The fast path
+    (``backend: folded`` or ``onnxruntime``, ``body: joints``) equals it to ~1e-6 per
+    step; early-stopping decisions that sit right at the threshold can then differ.
+
+    :param backend: denoiser runtime: ``torch`` (reference network), ``folded`` (exact
+        algebraic folding), ``onnxruntime`` (folded graphs), ``tensorrt`` (engine built
+        from the ONNX file where TensorRT is installed). A missing runtime falls back to
+        the next one with one log line.
+    :param body: ``mesh`` (full smplx skinning) or ``joints`` (forward kinematics and
+        the 21 keypoint vertices only).
+    :param onnx_dir: folder of exported graphs (``scorehmr export``); ``None`` exports
+        the configured network to a temporary folder at start-up.
+    :param threads: torch / ONNX Runtime intra-op threads (0: library default).
+    """
+
+    backend: str = 'torch'
+    body: str = 'mesh'
+    onnx_dir: Optional[str] = None
+    threads: int = 0
+
+    def __post_init__(self):
+        _one_of(self, 'backend', BACKENDS)
+        _one_of(self, 'body', BODY_PATHS)
+
+
+@dataclasses.dataclass(frozen=True)
 class RefinerConfig:
     """
     Everything the :class:`~scorehmr_ros.refiner.Refiner` needs.
@@ -155,6 +187,7 @@ class RefinerConfig:
     body: BodyConfig = BodyConfig()
     sampler: SamplerConfig = SamplerConfig()
     guidance: GuidanceConfig = GuidanceConfig()
+    engine: EngineConfig = EngineConfig()
     device: str = 'cpu'
     dtype: str = 'float32'
 
@@ -187,7 +220,7 @@ def config_from_dict(data: Mapping[str, Any]) -> RefinerConfig:
     :return: the config.
     """
     sections = {'model': ModelConfig, 'body': BodyConfig, 'sampler': SamplerConfig,
-                'guidance': GuidanceConfig}
+                'guidance': GuidanceConfig, 'engine': EngineConfig}
     kwargs: Dict[str, Any] = {}
     for key, value in (data or {}).items():
         if key in sections:

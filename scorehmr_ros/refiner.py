@@ -23,6 +23,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from scorehmr_ros.backends.factory import make_backend
+from scorehmr_ros.body.kinematics import JointsOnlyBody, keypoints_from_joints45
 from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.rotations import matrix_to_rot6d, rot6d_to_matrix
 from scorehmr_ros.config import RefinerConfig
@@ -104,6 +106,15 @@ class Refiner:
         self.body = body.to(self.device, self.dtype)
         self.schedule = CosineSchedule().to(self.device)
         self.betas_min, self.betas_max = self._betas_stats()
+        engine = config.engine
+        if engine.threads:
+            torch.set_num_threads(engine.threads)
+        self.backend = make_backend(engine.backend, self.denoiser, engine.onnx_dir,
+                                    engine.threads, config.device)
+        self.joints_body = (JointsOnlyBody(self.body).to(self.device, self.dtype)
+                            if engine.body == 'joints' else None)
+        #: the reference path, which reproduces the authors' arithmetic bit for bit
+        self.exact = engine.backend == 'torch' and engine.body == 'mesh'
 
     @property
     def diffusion_dim(self) -> int:
@@ -162,8 +173,11 @@ class Refiner:
         rows = _Rows(obs, cfg.num_samples, self.device, self.dtype)
         n, dim = rows.n, self.diffusion_dim
         x_start = rows.repeat(self.encode(rows.get(obs.init_rotmats), rows.get(obs.init_betas)))
-        cond = rows.repeat(rows.get(obs.cond))
+        cond = self.backend.prepare(rows.repeat(rows.get(obs.cond)))
         betas_rows = rows.repeat(rows.get(obs.init_betas))
+        # Rest joints depend on shape only: computed once unless shape is diffused.
+        rest = (self.joints_body.rest(betas_rows) if self.joints_body is not None
+                and not self.denoiser.config.use_shape else None)
         kp = self._keypoint_setup(obs, rows) if guide.keypoints else None
         group, num_groups = rows.view_groups(obs.view_group) if guide.multiview else (None, 0)
         prev_row = rows.prev_rows(obs.frame_prev) if guide.temporal else None
@@ -195,7 +209,8 @@ class Refiner:
             for t, t_next in sampling_pairs(grid):
                 eps = self._eps(x_t, t, cond)
                 grad, mask, loss = self._guidance_gradient(
-                    x_t, t, eps, betas_rows, kp, camera, stopper, group, num_groups, prev_row)
+                    x_t, t, eps, betas_rows, rest, kp, camera, stopper, group, num_groups,
+                    prev_row)
                 if loss is not None:
                     kp_loss = loss
                 eps = eps + self.schedule.sqrt_one_minus_alphas_cumprod[t] * grad
@@ -233,11 +248,19 @@ class Refiner:
         total = torch.where(valid, dist, torch.zeros_like(dist)).sum(-1)
         return total / valid.sum(-1).to(dist.dtype)
 
-    def _eps(self, x_t: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-        steps = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        return self.denoiser(x_t, steps, cond)
+    def _eps(self, x_t: torch.Tensor, t: int, prepared) -> torch.Tensor:
+        return self.backend.eps(x_t, t, prepared)
 
-    def _guidance_gradient(self, x_t, t, eps, betas_rows, kp, camera, stopper, group,
+    def _keypoints_3d(self, rotmats: torch.Tensor, betas: torch.Tensor, rest,
+                      layout: str) -> torch.Tensor:
+        """[N, K, 3] body keypoints of a layout, through the configured body path."""
+        if self.joints_body is None:
+            return self.body.keypoints(self.body(rotmats, betas), layout)
+        if rest is None:
+            rest = self.joints_body.rest(betas)
+        return keypoints_from_joints45(self.joints_body(rotmats, rest), layout)
+
+    def _guidance_gradient(self, x_t, t, eps, betas_rows, rest, kp, camera, stopper, group,
                            num_groups, prev_row):
         """
         Gradient of the weighted guidance losses w.r.t. x_t, eps held constant.
@@ -250,7 +273,10 @@ class Refiner:
         guide = self.config.guidance
         if kp is None and not guide.multiview and not guide.temporal:
             return torch.zeros_like(x_t), None, None
-        mask, kp_loss = None, None
+        mask, kp_loss, trans = None, None, None
+        # One backward pass for both gradients where bitwise agreement with the reference
+        # is not asked for: d(rho L_kp + ...)/d(trans) = rho dL_kp/d(trans).
+        single_pass = not self.exact and guide.rho_keypoints > 0
         with torch.enable_grad():
             x_leaf = x_t.detach().requires_grad_(True)
             x0 = self.schedule.predict_x0(x_leaf, t, eps.detach())
@@ -258,7 +284,7 @@ class Refiner:
             total = x0.new_zeros(())
             if kp is not None:
                 rotmats, betas = self.decode(x0, betas_rows)
-                joints = self.body.keypoints(self.body(rotmats, betas), kp['layout'])
+                joints = self._keypoints_3d(rotmats, betas, rest, kp['layout'])
                 trans = camera.translation.detach().requires_grad_(guide.optimize_camera)
                 kp_loss = keypoint_reprojection_loss(
                     joints, trans, kp['target'], kp['conf'], kp['focal'], kp['center'],
@@ -266,7 +292,7 @@ class Refiner:
                 if stopper.active:
                     mask = stopper.converged(kp_loss)
                     kp_loss = torch.where(mask, torch.zeros_like(kp_loss), kp_loss)
-                if guide.optimize_camera:
+                if guide.optimize_camera and not single_pass:
                     grad_cam, = torch.autograd.grad(kp_loss.sum(), trans, retain_graph=True)
                     camera.step(grad_cam)
                 total = total + guide.rho_keypoints * kp_loss.sum()
@@ -277,7 +303,11 @@ class Refiner:
             if guide.temporal:
                 total = total + guide.rho_temporal * temporal_smoothness_loss(
                     pose_6d, prev_row).sum()
-            grad, = torch.autograd.grad(total, x_leaf)
+            if single_pass and kp is not None and guide.optimize_camera:
+                grad, grad_trans = torch.autograd.grad(total, (x_leaf, trans))
+                camera.step(grad_trans / guide.rho_keypoints)
+            else:
+                grad, = torch.autograd.grad(total, x_leaf)
         loss = None if kp_loss is None else kp_loss.detach()
         return grad * guide.grad_scale, mask, loss
 

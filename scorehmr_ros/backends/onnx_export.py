@@ -16,6 +16,7 @@ import json
 import logging
 import os
 from typing import Dict, List, Sequence
+import warnings
 
 import torch
 
@@ -148,9 +149,12 @@ def load_meta(directory: str) -> dict:
 
 
 def _export(module, args, path, input_names, output_names, dynamic_axes, opset):
-    torch.onnx.export(module, args, path, input_names=input_names, output_names=output_names,
-                      dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,
-                      do_constant_folding=True)
+    # The TorchScript exporter needs no onnxscript; its deprecation notice is expected.
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        torch.onnx.export(module, args, path, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes,
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
 
 
 def _cpu_float_copy(denoiser: Denoiser) -> Denoiser:

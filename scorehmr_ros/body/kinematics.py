@@ -74,8 +74,8 @@ class JointsOnlyBody(torch.nn.Module):
         """
         joints = self.joint_template + torch.einsum('nl,jcl->njc', betas, self.joint_shapedirs)
         bones = joints - joints[:, self.parent_index]    # the root's entry (0) is unused
-        vertices = self.vertex_template + torch.einsum('nl,kcl->nkc', betas,
-                                                        self.vertex_shapedirs)
+        vertices = self.vertex_template + torch.einsum(
+            'nl,kcl->nkc', betas, self.vertex_shapedirs)
         return RestState(joints, bones, vertices)
 
     def forward(self, rotmats: torch.Tensor, rest: RestState) -> torch.Tensor:

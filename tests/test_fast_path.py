@@ -1,0 +1,185 @@
+"""Fast path: folding, backends, ONNX export, joints-only body, and their parity."""
+
+import importlib.util
+import logging
+import os
+
+import pytest
+import torch
+
+from scorehmr_ros import cli
+from scorehmr_ros.backends import factory
+from scorehmr_ros.backends.onnx_export import check_onnx, export_onnx, OnnxModelError
+from scorehmr_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from scorehmr_ros.backends.torch_backends import TorchFoldedBackend, TorchReferenceBackend
+from scorehmr_ros.body.kinematics import JointsOnlyBody, keypoints_from_joints45
+from scorehmr_ros.body.model import BodyModel
+from scorehmr_ros.body.rotations import axis_angle_to_matrix
+from scorehmr_ros.config import RefinerConfig, SamplerConfig
+from scorehmr_ros.diffusion.denoiser import Denoiser, DenoiserConfig
+from scorehmr_ros.diffusion.folded import FoldedDenoiser
+from scorehmr_ros.refiner import Refiner
+from scorehmr_ros.scene import make_scene, SceneSpec
+
+CONFIGS = [DenoiserConfig(), DenoiserConfig(use_shape=True, shape_cond_dim=1536),
+           DenoiserConfig(cond_dim=2048, use_shape=True)]
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRT = importlib.util.find_spec('tensorrt') is not None
+
+
+def net(cfg, seed=0):
+    torch.manual_seed(seed)
+    return Denoiser(cfg).eval()
+
+
+@pytest.mark.parametrize('cfg', CONFIGS)
+def test_folding_is_exact(cfg):
+    ref, folded = net(cfg), None
+    folded = FoldedDenoiser(ref)
+    for n in (1, 3, 8, 64):
+        x, c = torch.randn(n, cfg.diffusion_dim), torch.randn(n, cfg.total_cond_dim)
+        prep = folded.prepare(c)
+        for t in (0, 2, 50, 999):
+            with torch.no_grad():
+                want = ref(x, torch.full((n,), t), c)
+                torch.testing.assert_close(folded(x, t, prep), want, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    out = {}
+    for i, cfg in enumerate(CONFIGS[:2]):
+        d = str(tmp_path_factory.mktemp(f'onnx{i}'))
+        out[i] = (net(cfg), d, export_onnx(net(cfg), d))
+    return out
+
+
+@pytest.mark.parametrize('which', [0, 1])
+def test_onnx_graphs_check_and_match_torch(exported, which):
+    import onnxruntime as ort
+
+    model, directory, paths = exported[which]
+    cfg = model.config
+    for key in ('denoiser', 'prepare', 'step'):
+        assert check_onnx(paths[key])
+    full = ort.InferenceSession(paths['denoiser'], providers=['CPUExecutionProvider'])
+    backend = OnnxRuntimeBackend(directory)
+    for n in (1, 3, 8, 64):
+        x, c = torch.randn(n, cfg.diffusion_dim), torch.randn(n, cfg.total_cond_dim)
+        t = torch.randint(0, 1000, (n,))
+        with torch.no_grad():
+            want = model(x, t, c)
+        got, = full.run(None, {'x_t': x.numpy(), 't': t.numpy(), 'cond': c.numpy()})
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=0)
+        prep = backend.prepare(c)
+        with torch.no_grad():
+            want17 = model(x, torch.full((n,), 17), c)
+        torch.testing.assert_close(backend.eps(x, 17, prep), want17, atol=1e-5, rtol=0)
+
+
+def test_bad_onnx_files_name_the_file_and_mismatch(exported, tmp_path):
+    model, directory, paths = exported[0]
+    corrupt = tmp_path / 'corrupt.onnx'
+    corrupt.write_bytes(b'\x08\x07garbage')
+    with pytest.raises(OnnxModelError, match='corrupt.onnx'):
+        check_onnx(str(corrupt))
+    with pytest.raises(OnnxModelError, match='exported for 3072 features.*expects 2048'):
+        OnnxRuntimeBackend(directory, expect_cond_dim=2048)
+    with pytest.raises(OnnxModelError, match='scorehmr_onnx.json'):
+        OnnxRuntimeBackend(str(tmp_path))
+    with pytest.raises(OnnxModelError, match='allow-list'):
+        check_onnx(paths['step'], allowed_ops={'MatMul'})
+    with pytest.raises(ValueError, match=r'cond must be \[N, 3072\]'):
+        OnnxRuntimeBackend(directory).prepare(torch.zeros(2, 5))
+
+
+def test_backend_fallback_names_what_is_missing(monkeypatch, caplog):
+    real = importlib.util.find_spec
+    missing = {'tensorrt', 'onnxruntime'}
+    monkeypatch.setattr(factory.importlib.util, 'find_spec',
+                        lambda name: None if name in missing else real(name))
+    with caplog.at_level(logging.WARNING):
+        backend = factory.make_backend('tensorrt', net(DenoiserConfig(cond_dim=8)))
+    assert isinstance(backend, TorchFoldedBackend)
+    text = ' '.join(r.getMessage() for r in caplog.records)
+    assert "'tensorrt', which is not installed" in text and "falling back to 'folded'" in text
+
+
+@pytest.fixture(scope='module')
+def body():
+    return BodyModel.from_config(None)
+
+
+@pytest.mark.parametrize('dtype,atol', [(torch.float32, 1e-5), (torch.float64, 1e-9)])
+def test_joints_only_body_equals_full_mesh(body, dtype, atol):
+    model = BodyModel.from_config(None, dtype=dtype)
+    fast = JointsOnlyBody(model)
+    gen = torch.Generator().manual_seed(0)
+    rot = axis_angle_to_matrix(0.6 * torch.randn(6, 24, 3, generator=gen, dtype=dtype))
+    betas = torch.randn(6, 10, generator=gen, dtype=dtype)
+    rot.requires_grad_(True)
+    ref = model(rot, betas).joints45
+    out = fast(rot, fast.rest(betas))
+    torch.testing.assert_close(out, ref, atol=atol, rtol=0)
+    # Same gradient for a keypoint loss (the guidance's use).
+    target = torch.randn(6, 25, 3, generator=gen, dtype=dtype)
+    g_ref, = torch.autograd.grad(((model.keypoints(model(rot, betas), 'body25') - target) ** 2)
+                                 .sum(), rot)
+    g_fast, = torch.autograd.grad(((keypoints_from_joints45(out, 'body25') - target) ** 2)
+                                  .sum(), rot)
+    torch.testing.assert_close(g_fast, g_ref, atol=100 * atol, rtol=0)
+
+
+def _refine(body, denoiser, engine, obs, **sampler):
+    cfg = RefinerConfig().replace(engine=engine, sampler=dict(
+        {'tau': 20, 'ddim_step': 2, 'outer_iters': 2}, **sampler))
+    return Refiner(cfg, denoiser=denoiser, body=body).refine(obs)
+
+
+@pytest.mark.parametrize('engine', [{'backend': 'folded', 'body': 'joints'},
+                                    {'backend': 'onnxruntime', 'body': 'joints'},
+                                    {'backend': 'folded', 'body': 'mesh'}])
+def test_fast_path_refines_like_the_reference(body, engine):
+    denoiser = net(DenoiserConfig())
+    obs = make_scene(body, SceneSpec(num_people=3, cond_dim=3072), seed=3).obs
+    ref = _refine(body, denoiser, {'backend': 'torch', 'body': 'mesh'}, obs,
+                  early_stopping='none')
+    fast = _refine(body, denoiser, engine, obs, early_stopping='none')
+    torch.testing.assert_close(fast.x0, ref.x0, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast.cam_t, ref.cam_t, atol=1e-4, rtol=0)
+
+
+def test_export_cli_writes_checked_graphs(tmp_path):
+    out = tmp_path / 'onnx'
+    assert cli.main(['export', '--output-dir', str(out), '--set', 'model.cond_dim=64']) == 0
+    for name in ('denoiser.onnx', 'prepare.onnx', 'step.onnx', 'scorehmr_onnx.json'):
+        assert os.path.isfile(out / name)
+    assert OnnxRuntimeBackend(str(out)).cond_dim == 64
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason='needs a CUDA device (none on this machine)')
+def test_cuda_refinement_matches_cpu(body):
+    denoiser = net(DenoiserConfig())
+    obs = make_scene(body, SceneSpec(num_people=4, cond_dim=3072), seed=4).obs
+    cfg = RefinerConfig(sampler=SamplerConfig(tau=20, ddim_step=2, outer_iters=2,
+                                              early_stopping='none'))
+    cpu = Refiner(cfg, denoiser=denoiser, body=body).refine(obs)
+    gpu = Refiner(cfg.replace(device='cuda'), denoiser=net(DenoiserConfig()),
+                  body=BodyModel.from_config(None)).refine(obs)
+    torch.testing.assert_close(gpu.x0.cpu(), cpu.x0, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(not (HAS_TRT and HAS_CUDA),
+                    reason='TensorRT is not installable here (vendor index unreachable) '
+                           'and needs a CUDA device')
+def test_tensorrt_engine_matches_torch(tmp_path):
+    from scorehmr_ros.backends.tensorrt_backend import TensorRTBackend
+
+    model = net(DenoiserConfig()).cuda()
+    backend = TensorRTBackend.from_denoiser(model, onnx_dir=str(tmp_path))
+    ref = TorchReferenceBackend(model)
+    for n in (1, 8, 64):
+        x = torch.randn(n, 144, device='cuda')
+        c = torch.randn(n, 3072, device='cuda')
+        torch.testing.assert_close(backend.eps(x, 9, backend.prepare(c)),
+                                   ref.eps(x, 9, ref.prepare(c)), atol=1e-4, rtol=0)
