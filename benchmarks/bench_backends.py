@@ -1,0 +1,109 @@
+"""
+Seconds per person-frame and peak memory per engine path, as ratios to the reference.
+
+Paper settings (tau 50, dt 2, S_max 10, C 3072, keypoint guidance with early stopping),
+random weights, the synthetic SMPL-format body, generated scenes. Every (path, batch)
+runs in its own process (clean peak-RSS reading); all rows of one table come from one
+invocation, so the ratios compare runs taken minutes apart on the same machine. Usage::
+
+    .venv/bin/python benchmarks/bench_backends.py --batch 1 8 64 \\
+        --json benchmarks/results/backends_cpu.json --markdown benchmarks/results/backends_cpu.md
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+PATHS = {
+    'reference (torch, mesh)': {'backend': 'torch', 'body': 'mesh'},
+    'folded torch, mesh': {'backend': 'folded', 'body': 'mesh'},
+    'folded torch, joints': {'backend': 'folded', 'body': 'joints'},
+    'onnxruntime, joints': {'backend': 'onnxruntime', 'body': 'joints'},
+}
+
+
+def run_one(engine: dict, batch: int, threads: int, outer_iters: int, device: str) -> dict:
+    """Refine one generated scene in this process; return timing and peak memory."""
+    import torch
+
+    from scorehmr_ros.config import RefinerConfig
+    from scorehmr_ros.refiner import Refiner
+    from scorehmr_ros.scene import make_scene, SceneSpec
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = RefinerConfig(device=device).replace(engine=dict(engine, threads=threads),
+                                               sampler={'outer_iters': outer_iters})
+    refiner = Refiner(cfg)
+    obs = make_scene(refiner.body, SceneSpec(num_people=batch, cond_dim=3072), seed=batch).obs
+    start = time.perf_counter()
+    result = refiner.refine(obs)
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out = {'seconds': seconds, 'seconds_per_person_frame': seconds / batch,
+           'peak_rss_mib': peak_mib, 'x0_checksum': float(result.x0.double().abs().sum())}
+    if device.startswith('cuda'):
+        out['peak_cuda_mib'] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--batch', type=int, nargs='+', default=[1, 8, 64])
+    parser.add_argument('--paths', nargs='+', default=list(PATHS), choices=list(PATHS))
+    parser.add_argument('--threads', type=int, default=0, help='intra-op threads (0: default)')
+    parser.add_argument('--outer-iters', type=int, default=10, help='S_max (paper: 10)')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--json')
+    parser.add_argument('--markdown')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        engine, batch = json.loads(args.child)
+        print(json.dumps(run_one(engine, batch, args.threads, args.outer_iters, args.device)))
+        return
+    rows = []
+    for batch in args.batch:
+        for name in args.paths:
+            child = json.dumps([PATHS[name], batch])
+            proc = subprocess.run(
+                [sys.executable, __file__, '--child', child, '--threads', str(args.threads),
+                 '--outer-iters', str(args.outer_iters), '--device', args.device],
+                capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS='ignore'))
+            if proc.returncode != 0:
+                raise SystemExit(f'{name} batch {batch} failed:\n{proc.stderr[-2000:]}')
+            row = dict(json.loads(proc.stdout.strip().splitlines()[-1]), path=name, batch=batch)
+            rows.append(row)
+            print('%-26s batch %3d: %8.3f s/person-frame  peak RSS %7.0f MiB' % (
+                name, batch, row['seconds_per_person_frame'], row['peak_rss_mib']), flush=True)
+    for row in rows:
+        ref = [r for r in rows if r['batch'] == row['batch'] and r['path'] == args.paths[0]]
+        row['speedup_vs_first'] = ref[0]['seconds'] / row['seconds'] if ref else None
+    meta = {'machine': platform.machine(), 'cpus': os.cpu_count(), 'device': args.device,
+            'threads': args.threads, 'outer_iters': args.outer_iters,
+            'python': platform.python_version(),
+            'settings': 'tau 50, dt 2, C 3072, keypoints + early stopping, random weights'}
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w', encoding='utf-8') as handle:
+            json.dump({'meta': meta, 'rows': rows}, handle, indent=2)
+    if args.markdown:
+        lines = ['| path | batch | s / person-frame | speed-up vs %s | peak RSS MiB |'
+                 % args.paths[0], '|---|---:|---:|---:|---:|']
+        for r in rows:
+            lines.append('| %s | %d | %.3f | %.1fx | %.0f |' % (
+                r['path'], r['batch'], r['seconds_per_person_frame'], r['speedup_vs_first'],
+                r['peak_rss_mib']))
+        with open(args.markdown, 'w', encoding='utf-8') as handle:
+            handle.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+    main()
