@@ -162,12 +162,16 @@ class EngineConfig:
     :param onnx_dir: folder of exported graphs (``scorehmr export``); ``None`` exports
         the configured network to a temporary folder at start-up.
     :param threads: torch / ONNX Runtime intra-op threads (0: library default).
+    :param compile: with ``body: joints``, fuse the keypoint guidance gradient with
+        ``torch.compile`` (needs a C++ compiler on CPU; the first call per batch size
+        compiles for about a minute).
     """
 
     backend: str = 'torch'
     body: str = 'mesh'
     onnx_dir: Optional[str] = None
     threads: int = 0
+    compile: bool = False
 
     def __post_init__(self):
         _one_of(self, 'backend', BACKENDS)

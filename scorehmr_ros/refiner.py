@@ -34,6 +34,7 @@ from scorehmr_ros.diffusion.schedule import (
     CosineSchedule, inversion_pairs, sampling_pairs, timestep_grid)
 from scorehmr_ros.guidance.camera import perspective_project
 from scorehmr_ros.guidance.camera_optimizer import CameraTranslationAdam
+from scorehmr_ros.guidance.compiled import KeypointGradient
 from scorehmr_ros.guidance.early_stopping import EarlyStopper
 from scorehmr_ros.guidance.losses import (
     keypoint_reprojection_loss, multiview_consistency_loss, temporal_smoothness_loss)
@@ -115,6 +116,9 @@ class Refiner:
                             if engine.body == 'joints' else None)
         #: the reference path, which reproduces the authors' arithmetic bit for bit
         self.exact = engine.backend == 'torch' and engine.body == 'mesh'
+        if engine.compile and self.joints_body is None:
+            raise ValueError('engine.compile needs engine.body: joints')
+        self._kp_gradients: Dict[str, KeypointGradient] = {}
 
     @property
     def diffusion_dim(self) -> int:
@@ -273,7 +277,7 @@ class Refiner:
         guide = self.config.guidance
         if kp is None and not guide.multiview and not guide.temporal:
             return torch.zeros_like(x_t), None, None
-        mask, kp_loss, trans = None, None, None
+        mask, kp_loss, trans, kp_grad = None, None, None, None
         # One backward pass for both gradients where bitwise agreement with the reference
         # is not asked for: d(rho L_kp + ...)/d(trans) = rho dL_kp/d(trans).
         single_pass = not self.exact and guide.rho_keypoints > 0
@@ -282,7 +286,12 @@ class Refiner:
             x0 = self.schedule.predict_x0(x_leaf, t, eps.detach())
             pose_6d = x0[:, :POSE_DIM]
             total = x0.new_zeros(())
-            if kp is not None:
+            if kp is not None and rest is not None and self.config.engine.compile:
+                kp_loss, mask = self._fused_keypoint_step(x_t, t, eps, rest, kp, camera,
+                                                          stopper)
+                total = total + guide.rho_keypoints * kp_loss.sum()
+                kp_grad = self._fused_grad
+            elif kp is not None:
                 rotmats, betas = self.decode(x0, betas_rows)
                 joints = self._keypoints_3d(rotmats, betas, rest, kp['layout'])
                 trans = camera.translation.detach().requires_grad_(guide.optimize_camera)
@@ -303,13 +312,43 @@ class Refiner:
             if guide.temporal:
                 total = total + guide.rho_temporal * temporal_smoothness_loss(
                     pose_6d, prev_row).sum()
-            if single_pass and kp is not None and guide.optimize_camera:
+            if kp_grad is not None:
+                # Keypoint gradient came fused; add the other losses' (if any) by autograd.
+                grad = guide.rho_keypoints * kp_grad
+                if total.requires_grad:
+                    grad = grad + torch.autograd.grad(total, x_leaf)[0]
+            elif single_pass and kp is not None and guide.optimize_camera:
                 grad, grad_trans = torch.autograd.grad(total, (x_leaf, trans))
                 camera.step(grad_trans / guide.rho_keypoints)
             else:
                 grad, = torch.autograd.grad(total, x_leaf)
         loss = None if kp_loss is None else kp_loss.detach()
         return grad * guide.grad_scale, mask, loss
+
+    def _fused_keypoint_step(self, x_t, t, eps, rest, kp, camera, stopper):
+        """
+        Keypoint loss and gradients from the fused function; camera step; stopping.
+
+        Sets ``self._fused_grad`` ([N, D] dL_kp/dx_t with stopped rows zeroed).
+
+        :return: ``(loss [N] detached, with stopped rows zeroed; stop mask or None)``.
+        """
+        fused = self._kp_gradients.get(kp['layout'])
+        if fused is None:
+            fused = KeypointGradient(self.schedule, self.joints_body, kp['layout'],
+                                     self.config.guidance.gmof_sigma_px, compile=True)
+            self._kp_gradients[kp['layout']] = fused
+        loss, grad_x, grad_trans = fused(x_t, eps, t, rest, camera.translation, kp)
+        mask = None
+        if stopper.active:
+            mask = stopper.converged(loss)
+            keep = (~mask).to(grad_x.dtype)[:, None]
+            grad_x, grad_trans = grad_x * keep, grad_trans * keep
+            loss = torch.where(mask, torch.zeros_like(loss), loss)
+        if self.config.guidance.optimize_camera:
+            camera.step(grad_trans)
+        self._fused_grad = grad_x
+        return loss.detach(), mask
 
     def _keypoint_setup(self, obs: Observations, rows: '_Rows') -> Dict[str, Any]:
         kp = rows.get(obs.sanitized_keypoints())

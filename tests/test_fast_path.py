@@ -183,3 +183,16 @@ def test_tensorrt_engine_matches_torch(tmp_path):
         c = torch.randn(n, 3072, device='cuda')
         torch.testing.assert_close(backend.eps(x, 9, backend.prepare(c)),
                                    ref.eps(x, 9, ref.prepare(c)), atol=1e-4, rtol=0)
+
+
+def test_compiled_keypoint_gradient_matches_eager(body):
+    denoiser = net(DenoiserConfig())
+    obs = make_scene(body, SceneSpec(num_people=2, cond_dim=3072), seed=5).obs
+    engine = {'backend': 'folded', 'body': 'joints'}
+    eager = _refine(body, denoiser, engine, obs, tau=6, outer_iters=2)
+    fused = _refine(body, denoiser, dict(engine, compile=True), obs, tau=6, outer_iters=2)
+    torch.testing.assert_close(fused.x0, eager.x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused.cam_t, eager.cam_t, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match='engine.compile needs engine.body: joints'):
+        Refiner(RefinerConfig().replace(engine={'compile': True}), denoiser=denoiser,
+                body=body)
