@@ -38,10 +38,13 @@ class JointsOnlyBody(torch.nn.Module):
     The 45 smplx joints of a :class:`BodyModel`, computed without the full mesh.
 
     :param body: the body model whose arrays are used (not modified).
+    :param elementwise: write the 3x3 products as broadcast multiply-adds instead of
+        batched matmuls, which a compiler can fuse (slower in eager mode).
     """
 
-    def __init__(self, body: BodyModel):
+    def __init__(self, body: BodyModel, elementwise: bool = False):
         super().__init__()
+        self.elementwise = elementwise
         layer = body.smpl
         vertex_ids = torch.as_tensor(list(SMPLX_VERTEX_JOINT_IDS.values()), dtype=torch.long)
         j_reg = layer.J_regressor                      # [24, V]
@@ -94,11 +97,28 @@ class JointsOnlyBody(torch.nn.Module):
         offsets = (pose_feature @ self.vertex_posedirs).reshape(n, -1, 3)        # [N, K, 3]
         v_posed = rest.vertices + offsets
         # A_j maps rest to posed space: x -> R_j x + (t_j - R_j J_j).
-        trans = joints - (rot_global @ rest.joints[..., None])[..., 0]           # [N, 24, 3]
-        rot_blend = torch.einsum('kj,njab->nkab', self.vertex_weights, rot_global)
-        trans_blend = torch.einsum('kj,nja->nka', self.vertex_weights, trans)
-        vertices = (rot_blend @ v_posed[..., None])[..., 0] + trans_blend
+        trans = joints - self._mv(rot_global, rest.joints)                      # [N, 24, 3]
+        if self.elementwise:
+            w = self.vertex_weights[None, :, :, None]
+            rot_blend = (w[..., None] * rot_global[:, None]).sum(2)
+            trans_blend = (w * trans[:, None]).sum(2)
+        else:
+            rot_blend = torch.einsum('kj,njab->nkab', self.vertex_weights, rot_global)
+            trans_blend = torch.einsum('kj,nja->nka', self.vertex_weights, trans)
+        vertices = self._mv(rot_blend, v_posed) + trans_blend
         return torch.cat((joints, vertices), dim=1)
+
+    def _mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """[..., 3, 3] @ [..., 3, 3]."""
+        if self.elementwise:
+            return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+        return a @ b
+
+    def _mv(self, a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """[..., 3, 3] @ [..., 3] -> [..., 3]."""
+        if self.elementwise:
+            return (a * v[..., None, :]).sum(-1)
+        return (a @ v[..., None])[..., 0]
 
     def _forward_kinematics(self, rotmats: torch.Tensor, rest: RestState
                             ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +130,8 @@ class JointsOnlyBody(torch.nn.Module):
             children = getattr(self, f'level{i}_children')
             parent_pos = getattr(self, f'level{i}_parent_pos')
             parent_rot = prev_rot[:, parent_pos]
-            prev_pos = (parent_rot @ rest.bones[:, children, :, None])[..., 0] + \
-                prev_pos[:, parent_pos]
-            prev_rot = parent_rot @ rotmats[:, children]
+            prev_pos = self._mv(parent_rot, rest.bones[:, children]) + prev_pos[:, parent_pos]
+            prev_rot = self._mm(parent_rot, rotmats[:, children])
             rots.append(prev_rot)
             poss.append(prev_pos)
         rot_global = torch.cat(rots, dim=1)[:, self.order_inverse]

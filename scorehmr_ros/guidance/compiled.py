@@ -11,15 +11,15 @@ early stopping is applied afterwards by zeroing the stopped rows' gradients, whi
 exactly what zeroing their loss does.
 """
 
+import copy
 from typing import Dict, Tuple
 
 import torch
 
 from scorehmr_ros.body.kinematics import JointsOnlyBody, keypoints_from_joints45, RestState
-from scorehmr_ros.body.rotations import rot6d_to_matrix
 from scorehmr_ros.diffusion.denoiser import POSE_DIM
 from scorehmr_ros.diffusion.schedule import CosineSchedule
-from scorehmr_ros.guidance.losses import keypoint_reprojection_loss
+from scorehmr_ros.guidance.losses import geman_mcclure
 
 
 class KeypointGradient:
@@ -36,18 +36,22 @@ class KeypointGradient:
     def __init__(self, schedule: CosineSchedule, body: JointsOnlyBody, layout: str,
                  sigma_px: float, compile: bool = False):
         self.schedule = schedule
-        self.body = body
+        # Broadcast multiply-adds instead of 3x3 matmuls: the compiler fuses them.
+        self.body = copy.copy(body)
+        self.body.elementwise = compile
         self.layout = layout
         self.sigma_px = float(sigma_px)
 
         def objective(x_t, trans, eps, c_x, c_e, rest_joints, rest_bones, rest_vertices,
                       target, conf, focal, center, size):
             x0 = c_x * x_t - c_e * eps
-            rotmats = rot6d_to_matrix(x0[:, :POSE_DIM].reshape(-1, 24, 6))
+            rotmats = _rot6d_to_matrix(x0[:, :POSE_DIM].reshape(-1, 24, 6))
             joints = self.body(rotmats, RestState(rest_joints, rest_bones, rest_vertices))
-            keypoints = keypoints_from_joints45(joints, self.layout)
-            loss = keypoint_reprojection_loss(keypoints, trans, target, conf, focal, center,
-                                              size, self.sigma_px)
+            cam = keypoints_from_joints45(joints, self.layout) + trans[:, None, :]
+            proj = cam[..., :2] / cam[..., 2:3] * focal[:, None] + center[:, None]
+            weight = (1000.0 / size.max(dim=-1).values) ** 2
+            robust = geman_mcclure(proj - target, self.sigma_px)
+            loss = (weight[:, None, None] * conf[..., None] ** 2 * robust).sum(dim=(1, 2))
             return loss.sum(), loss
 
         fn = torch.func.grad_and_value(objective, argnums=(0, 1), has_aux=True)
@@ -74,3 +78,13 @@ class KeypointGradient:
             rest.bones, rest.vertices, kp['target'], kp['conf'], kp['focal'], kp['center'],
             kp['size'])
         return loss, grad_x, grad_trans
+
+
+def _rot6d_to_matrix(rot6d: torch.Tensor) -> torch.Tensor:
+    """[..., 6] -> [..., 3, 3] by Gram-Schmidt, in elementwise form (same math as rotations)."""
+    a1, a2 = rot6d[..., 0:3], rot6d[..., 3:6]
+    b1 = a1 / a1.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    u2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
+    b2 = u2 / u2.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    b3 = torch.linalg.cross(b1, b2, dim=-1)
+    return torch.stack((b1, b2, b3), dim=-1)
