@@ -30,12 +30,14 @@ from scorehmr_ros.body.rotations import matrix_to_rot6d, rot6d_to_matrix
 from scorehmr_ros.config import RefinerConfig
 from scorehmr_ros.diffusion.checkpoint import load_denoiser
 from scorehmr_ros.diffusion.denoiser import Denoiser, DenoiserConfig, POSE_DIM
+from scorehmr_ros.diffusion.folded import FoldedDenoiser
 from scorehmr_ros.diffusion.schedule import (
     CosineSchedule, inversion_pairs, sampling_pairs, timestep_grid)
 from scorehmr_ros.guidance.camera import perspective_project
 from scorehmr_ros.guidance.camera_optimizer import CameraTranslationAdam
 from scorehmr_ros.guidance.compiled import KeypointGradient
 from scorehmr_ros.guidance.early_stopping import EarlyStopper
+from scorehmr_ros.guidance.fused_loop import FusedKeypointLoop, initial_state
 from scorehmr_ros.guidance.losses import (
     keypoint_reprojection_loss, multiview_consistency_loss, temporal_smoothness_loss)
 from scorehmr_ros.observations import Observations
@@ -119,6 +121,7 @@ class Refiner:
         if engine.compile and self.joints_body is None:
             raise ValueError('engine.compile needs engine.body: joints')
         self._kp_gradients: Dict[str, KeypointGradient] = {}
+        self._fused_loops: Dict[Any, FusedKeypointLoop] = {}
 
     @property
     def diffusion_dim(self) -> int:
@@ -193,6 +196,9 @@ class Refiner:
                                cfg.early_stop_tol, device=self.device)
 
         grid = timestep_grid(cfg.tau, cfg.ddim_step)
+        if self._can_fuse(kp):
+            return self._refine_fused(obs, rows, x_start, rows.repeat(rows.get(obs.cond)), rest,
+                                      kp, translation, betas_rows, grid, started)
         noise_rows = None
         if cfg.num_samples > 1:
             gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -224,8 +230,54 @@ class Refiner:
                 x_t = self.schedule.ddim_move(x0, eps, t_next)
                 step += 1
         x0, translation = stopper.finalize(x0, camera.translation)
-        return self._result(obs, rows, x0, translation, x_start, betas_rows, kp, stopper,
-                            kp_loss, started, step, len(grid))
+        return self._result(obs, rows, x0, translation, x_start, betas_rows, kp,
+                            stopper.stop_step, kp_loss, started, step, len(grid))
+
+    def _can_fuse(self, kp) -> bool:
+        """Whether the compiled keypoint loop applies to this configuration."""
+        guide = self.config.guidance
+        return (self.config.engine.compile and kp is not None and not guide.multiview
+                and not guide.temporal and not self.denoiser.config.use_shape)
+
+    def _refine_fused(self, obs, rows, x_start, cond, rest, kp, translation, betas_rows,
+                      grid, started) -> RefinementResult:
+        """Algorithm 1 with the fused, compiled keypoint steps (same results ~1e-6)."""
+        cfg = self.config.sampler
+        key = (kp['layout'], cfg.early_stopping)
+        loop = self._fused_loops.get(key)
+        if loop is None:
+            loop = FusedKeypointLoop(self.schedule, self._folded(), self.joints_body,
+                                     kp['layout'], self.config.guidance, cfg.early_stopping,
+                                     cfg.early_stop_tol, compile=True)
+            self._fused_loops[key] = loop
+        # Timesteps as device tensors: one compiled graph serves every step.
+        steps = {t: torch.tensor([t], device=self.device) for t in grid}
+        prep = loop.folded.prepare(cond)
+        state = initial_state(x_start, translation)
+        for outer in range(cfg.outer_iters):
+            x_t = state.x_t
+            for t, t_next in inversion_pairs(grid):
+                x_t = loop.invert(x_t, steps[t], steps[t_next], prep)
+            if outer == 0 and cfg.num_samples > 1:
+                gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+                noise = torch.randn(x_t.shape, generator=gen, device=self.device,
+                                    dtype=self.dtype)
+                noise_rows = (torch.arange(rows.n, device=self.device) % cfg.num_samples) > 0
+                x_t = torch.where(noise_rows[:, None],
+                                  self.schedule.q_sample(x_start, grid[-1], noise), x_t)
+            state = state._replace(x_t=x_t)
+            for t, t_next in sampling_pairs(grid):
+                state = loop.guided(state, steps[t], steps[t_next], prep, rest, kp)
+        stopped = state.stopped[:, None]
+        x0 = torch.where(stopped, state.cached_x0, state.x0)
+        translation = torch.where(stopped, state.cached_trans, state.trans)
+        return self._result(obs, rows, x0, translation, x_start, betas_rows, kp,
+                            state.stop_step, state.loss, started, int(state.step), len(grid))
+
+    def _folded(self) -> FoldedDenoiser:
+        """The folded denoiser (the backend's when it has one): the fused loop runs it."""
+        folded = getattr(self.backend, 'folded', None)
+        return folded if folded is not None else FoldedDenoiser(self.denoiser).to(self.device)
 
     def reprojection_error_px(self, rotmats: torch.Tensor, betas: torch.Tensor,
                               cam_t: torch.Tensor, obs: Observations) -> torch.Tensor:
@@ -367,7 +419,7 @@ class Refiner:
             'size': rows.repeat(rows.get(obs.image_size)),
         }
 
-    def _result(self, obs, rows, x0, translation, x_start, betas_rows, kp, stopper, kp_loss,
+    def _result(self, obs, rows, x0, translation, x_start, betas_rows, kp, stop_step, kp_loss,
                 started, steps, grid_len) -> RefinementResult:
         guide = self.config.guidance
         refined = torch.isfinite(x0).all(dim=-1) & torch.isfinite(translation).all(dim=-1)
@@ -387,7 +439,7 @@ class Refiner:
         return RefinementResult(
             rotmats=rotmats.reshape(b, s, 24, 3, 3), betas=betas.reshape(b, s, 10),
             cam_t=translation.reshape(b, s, 3), x0=x0.reshape(b, s, -1),
-            refined=refined.reshape(b, s), stop_step=stopper.stop_step.reshape(b, s),
+            refined=refined.reshape(b, s), stop_step=stop_step.reshape(b, s),
             keypoint_loss=kp_loss.reshape(b, s),
             info={'elapsed_s': time.perf_counter() - started, 'guided_steps': steps,
                   'denoiser_calls': denoiser_calls, 'rows': rows.n,

@@ -130,8 +130,8 @@ def test_joints_only_body_equals_full_mesh(body, dtype, atol):
     torch.testing.assert_close(g_fast, g_ref, atol=100 * atol, rtol=0)
 
 
-def _refine(body, denoiser, engine, obs, **sampler):
-    cfg = RefinerConfig().replace(engine=engine, sampler=dict(
+def _refine(body, denoiser, engine, obs, guidance=None, **sampler):
+    cfg = RefinerConfig().replace(engine=engine, guidance=guidance or {}, sampler=dict(
         {'tau': 20, 'ddim_step': 2, 'outer_iters': 2}, **sampler))
     return Refiner(cfg, denoiser=denoiser, body=body).refine(obs)
 
@@ -185,14 +185,35 @@ def test_tensorrt_engine_matches_torch(tmp_path):
                                    ref.eps(x, 9, ref.prepare(c)), atol=1e-4, rtol=0)
 
 
-def test_compiled_keypoint_gradient_matches_eager(body):
+def test_compiled_keypoint_gradient_with_temporal_matches_eager(body):
+    # Keypoints + temporal: the fused keypoint gradient inside the general loop.
     denoiser = net(DenoiserConfig())
     obs = make_scene(body, SceneSpec(num_people=2, cond_dim=3072), seed=5).obs
     engine = {'backend': 'folded', 'body': 'joints'}
-    eager = _refine(body, denoiser, engine, obs, tau=6, outer_iters=2)
-    fused = _refine(body, denoiser, dict(engine, compile=True), obs, tau=6, outer_iters=2)
+    guidance = {'temporal': True}
+    eager = _refine(body, denoiser, engine, obs, guidance, tau=6, outer_iters=2)
+    fused = _refine(body, denoiser, dict(engine, compile=True), obs, guidance, tau=6,
+                    outer_iters=2)
     torch.testing.assert_close(fused.x0, eager.x0, atol=1e-5, rtol=0)
     torch.testing.assert_close(fused.cam_t, eager.cam_t, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match='engine.compile needs engine.body: joints'):
         Refiner(RefinerConfig().replace(engine={'compile': True}), denoiser=denoiser,
                 body=body)
+
+
+@pytest.mark.parametrize('rule', ['relative', 'threshold'])
+def test_fused_compiled_loop_matches_the_eager_fast_path(body, rule):
+    denoiser = net(DenoiserConfig())
+    obs = make_scene(body, SceneSpec(num_people=3, cond_dim=3072), seed=6).obs
+    # Row 0's keypoints far outside the image saturate its loss: it stops at once
+    # (relative rule); the threshold rule with a huge threshold stops every row at 0.
+    obs.keypoints_2d[0, :, :2] += 1e4
+    sampler = {'tau': 6, 'outer_iters': 2, 'early_stopping': rule,
+               'early_stop_tol': 1e-5 if rule == 'relative' else 1e12}
+    engine = {'backend': 'folded', 'body': 'joints'}
+    eager = _refine(body, denoiser, engine, obs, **sampler)
+    fused = _refine(body, denoiser, dict(engine, compile=True), obs, **sampler)
+    assert torch.equal(fused.stop_step, eager.stop_step)
+    assert (eager.stop_step >= 0).any()
+    torch.testing.assert_close(fused.x0, eager.x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused.cam_t, eager.cam_t, atol=1e-5, rtol=0)

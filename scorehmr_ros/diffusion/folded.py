@@ -81,7 +81,8 @@ class _FoldedBranch(torch.nn.Module):
         :param cond: [N, C] this branch's features.
         :return: per-call constants.
         """
-        proj = torch.einsum('nc,bch->bnh', cond, self.wc_t)
+        # Broadcast matmul [N, C] @ [B, C, H]: no permuted copy of the 3 x C x H weights.
+        proj = torch.matmul(cond, self.wc_t)
         stats = cond.to(torch.promote_types(cond.dtype, torch.float32))
         return FoldedCond(proj, stats.sum(-1), (stats * stats).sum(-1))
 
@@ -90,14 +91,21 @@ class _FoldedBranch(torch.nn.Module):
         Predict noise at one timestep for all rows.
 
         :param x: [N, dim] this branch's part of the state.
-        :param t: integer timestep shared by the rows.
+        :param t: timestep shared by the rows: an int, or a [1] / [] int64 tensor.
         :param folded: :meth:`prepare` of the rows' features.
         :return: [N, dim] noise.
         """
         h = self.init_mlp(x)
         n = float(self.concat_dim)
         for i in range(len(self.ln2)):
-            h = h * self.film_scale1[i, t] + self.film_shift[i, t]
+            if isinstance(t, torch.Tensor):
+                # A tensor timestep is gathered, never read back to Python: graphs stay
+                # free of host synchronisation (compilation, CUDA graphs, ONNX Gather).
+                scale1 = self.film_scale1[i].index_select(0, t.reshape(1))
+                shift = self.film_shift[i].index_select(0, t.reshape(1))
+            else:
+                scale1, shift = self.film_scale1[i, t], self.film_shift[i, t]
+            h = h * scale1 + shift
             hs = h.to(folded.sum.dtype)
             mean = (hs.sum(-1) + folded.sum) / n
             var = (((hs * hs).sum(-1) + folded.sumsq) / n - mean * mean).clamp_min(0.0)
