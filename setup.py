@@ -28,6 +28,8 @@ setup(
     entry_points={
         'console_scripts': [
             'scorehmr = scorehmr_ros.cli:main',
+            'scorehmr-node = scorehmr_ros.ros.node:main',
+            'scorehmr-launch = scorehmr_ros.launcher:main',
         ],
     },
 )

@@ -275,7 +275,7 @@ class Refiner:
                             state.stop_step, state.loss, started, int(state.step), len(grid))
 
     def _folded(self) -> FoldedDenoiser:
-        """The folded denoiser (the backend's when it has one): the fused loop runs it."""
+        """Return the folded denoiser the fused loop runs (the backend's if it has one)."""
         folded = getattr(self.backend, 'folded', None)
         return folded if folded is not None else FoldedDenoiser(self.denoiser).to(self.device)
 

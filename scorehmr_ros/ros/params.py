@@ -1,0 +1,166 @@
+"""
+ROS parameters of the node <-> the typed configuration, in one function.
+
+Every field of :class:`~scorehmr_ros.config.RefinerConfig` is the parameter
+``refiner.<section>.<field>`` (``refiner.device``, ``refiner.dtype`` at the top). ROS
+parameters have no null, so an optional string is ``''`` and an optional int ``0`` when
+unset. Node settings (cameras, synchronisation, queues) form :class:`NodeSettings`.
+"""
+
+import dataclasses
+import typing
+from typing import Any, Dict, List, Tuple
+
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+
+from scorehmr_ros.config import config_from_dict, config_to_dict, RefinerConfig
+
+#: Front ends the node has (where the 2D keypoints and the regression estimate come from).
+FRONT_ENDS = ('upstream',)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSettings:
+    """
+    Node-level settings (everything that is not the refinement engine).
+
+    :param cameras: camera names; topics ``<camera>/image``, ``<camera>/camera_info`` and
+        ``<camera>/detections`` relative to the node namespace.
+    :param front_end: where keypoints and estimates come from: ``'upstream'`` (a
+        ``PersonDetectionArray`` per camera).
+    :param output_frame: frame of the outputs; ``''`` publishes each camera's bodies in
+        its own optical frame (cameras without extrinsics).
+    :param slop_s: largest stamp spread of one synchronised set of cameras, seconds.
+    :param sync_queue_size: messages per camera waiting for partners.
+    :param max_queue: synchronised sets waiting for the refinement worker; more are
+        dropped (oldest first) and counted.
+    :param stale_age_s: a set older than this (input stamp vs. the node clock) when the
+        worker takes it is dropped and counted; 0 disables.
+    :param camera_timeout_s: a camera silent this long (node clock) is left out of
+        synchronisation and reported until it publishes again.
+    :param rectified: keypoints are in rectified images (intrinsics from P, not K).
+    :param marker_lifetime_s: RViz markers vanish this long after their last update.
+    :param diagnostics_period_s: period of ``/diagnostics``.
+    """
+
+    cameras: Tuple[str, ...] = ('cam0',)
+    front_end: str = 'upstream'
+    output_frame: str = ''
+    slop_s: float = 0.02
+    sync_queue_size: int = 10
+    max_queue: int = 2
+    stale_age_s: float = 1.0
+    camera_timeout_s: float = 2.0
+    rectified: bool = False
+    marker_lifetime_s: float = 0.5
+    diagnostics_period_s: float = 1.0
+
+    def __post_init__(self):
+        if not self.cameras or any(not c or c.startswith('/') for c in self.cameras):
+            raise ValueError(f'cameras must be non-empty relative names, got {self.cameras!r}')
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f'cameras must be unique, got {self.cameras!r}')
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f'front_end must be one of {FRONT_ENDS}, got {self.front_end!r}')
+        for name in ('sync_queue_size', 'max_queue'):
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
+        for name in ('slop_s', 'stale_age_s', 'camera_timeout_s', 'marker_lifetime_s'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        if self.diagnostics_period_s <= 0:
+            raise ValueError('diagnostics_period_s must be > 0, got '
+                             f'{self.diagnostics_period_s}')
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(RefinerConfig)}
+
+
+def _field_docs(cls) -> Dict[str, str]:
+    """``:param name: text`` lines of a dataclass docstring, joined per field."""
+    docs: Dict[str, str] = {}
+    current = None
+    for line in (cls.__doc__ or '').splitlines():
+        stripped = line.strip()
+        if stripped.startswith(':param '):
+            name, _, text = stripped[len(':param '):].partition(':')
+            current = name.strip()
+            docs[current] = text.strip()
+        elif current and stripped and not stripped.startswith(':'):
+            docs[current] += ' ' + stripped
+        else:
+            current = None
+    return docs
+
+
+def _ros_default(value: Any, hint) -> Any:
+    """ROS-representable default of a config field (None -> '' or 0)."""
+    if value is not None:
+        return list(value) if isinstance(value, tuple) else value
+    args = typing.get_args(hint)
+    return 0 if int in args else ''
+
+
+def _from_ros(value: Any, hint) -> Any:
+    if typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint):
+        return None if value in ('', 0) else value
+    if hint is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def parameter_table() -> List[Tuple[str, Any, Any, str]]:
+    """
+    Every parameter: ``(name, default, type hint, description)``.
+
+    :return: node settings first, then the ``refiner.*`` engine parameters.
+    """
+    table = []
+    docs = _field_docs(NodeSettings)
+    for field in dataclasses.fields(NodeSettings):
+        default = field.default
+        table.append((field.name, list(default) if isinstance(default, tuple) else default,
+                      field.type, docs.get(field.name, '')))
+    top_docs = _field_docs(RefinerConfig)
+    defaults = config_to_dict(RefinerConfig())
+    for section, cls in _SECTIONS.items():
+        if not dataclasses.is_dataclass(cls):
+            table.append((f'refiner.{section}', defaults[section], cls,
+                          top_docs.get(section, '')))
+            continue
+        docs = _field_docs(cls)
+        for field in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[field.name]
+            table.append((f'refiner.{section}.{field.name}',
+                          _ros_default(defaults[section][field.name], hint), hint,
+                          docs.get(field.name, '')))
+    return table
+
+
+def declare_and_read(node) -> Tuple[NodeSettings, RefinerConfig]:
+    """
+    Declare every parameter with a described ``ParameterDescriptor``; build the configs.
+
+    Values come from ``--params-file`` / launch overrides; missing ones take the
+    dataclass defaults. Invalid values raise ``ValueError`` naming the field.
+
+    :param node: the ``rclpy`` node.
+    :return: ``(node settings, refiner config)``.
+    """
+    settings: Dict[str, Any] = {}
+    engine: Dict[str, Any] = {}
+    for name, default, hint, description in parameter_table():
+        descriptor = ParameterDescriptor(description=description, read_only=True)
+        if isinstance(default, list):
+            descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
+        value = node.declare_parameter(name, default, descriptor).value
+        if name.startswith('refiner.'):
+            parts = name.split('.')[1:]
+            if len(parts) == 1:
+                engine[parts[0]] = value
+            else:
+                engine.setdefault(parts[0], {})[parts[1]] = _from_ros(value, hint)
+        else:
+            settings[name] = tuple(value) if isinstance(default, list) else (
+                float(value) if hint is float else value)
+    return NodeSettings(**settings), config_from_dict(engine)

@@ -1,0 +1,155 @@
+"""
+A synthetic multi-camera recording with ground truth, as plain arrays (no ROS needed).
+
+People stand in front of camera 0 (whose optical frame is the world frame here); the
+other cameras orbit the people's centre about the vertical (optical y) axis. Per frame and
+camera, the upstream front end's output is generated like :mod:`scorehmr_ros.scene`
+does for one camera: BODY_25 keypoints projected from the true body with pixel noise and
+dropped keypoints, and a regression estimate that is the truth perturbed in pose and
+translation. Features are zeros of the denoiser's size. The ROS test publishes these
+frames as ``sensor_msgs/Image`` + ``CameraInfo`` + ``PersonDetectionArray`` messages.
+"""
+
+import dataclasses
+import math
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from scorehmr_ros.body.model import BodyModel
+from scorehmr_ros.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from scorehmr_ros.guidance.camera import perspective_project
+from scorehmr_ros.scene import _random_poses
+
+
+@dataclasses.dataclass
+class CameraFrame:
+    """
+    What one camera delivers at one frame, with ground truth.
+
+    :param camera: camera name.
+    :param frame_id: optical frame of the camera.
+    :param k: [3, 3] intrinsics, pixels.
+    :param image: [H, W] uint8 mono image (content irrelevant to the upstream front end).
+    :param track_ids: [P] person ids.
+    :param keypoints: [P, 25, 3] BODY_25 ``(x_px, y_px, confidence)``.
+    :param init_pose_aa: [P, 72] regression estimate, axis-angle, camera frame.
+    :param init_betas: [P, 10] shape of the estimate.
+    :param init_cam_t: [P, 3] body-to-camera translation of the estimate, metres.
+    :param gt_joints: [P, 24, 3] true SMPL joints in this camera's frame, metres.
+    :param init_joints: [P, 24, 3] joints of the regression estimate, same frame.
+    """
+
+    camera: str
+    frame_id: str
+    k: np.ndarray
+    image: np.ndarray
+    track_ids: np.ndarray
+    keypoints: np.ndarray
+    init_pose_aa: np.ndarray
+    init_betas: np.ndarray
+    init_cam_t: np.ndarray
+    gt_joints: np.ndarray
+    init_joints: np.ndarray
+
+
+@dataclasses.dataclass
+class Frame:
+    """
+    One synchronised instant: every camera's view of it.
+
+    :param stamp_ns: capture time, int nanoseconds.
+    :param views: one :class:`CameraFrame` per camera.
+    """
+
+    stamp_ns: int
+    views: List[CameraFrame]
+
+
+def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2'),
+                num_people: int = 2, num_frames: int = 5, seed: int = 0,
+                image_hw: Tuple[int, int] = (48, 64), focal_px: float = 60.0,
+                fps: float = 10.0, start_ns: int = 1_700_000_000_000_000_000,
+                camera_yaw_deg: float = 35.0, keypoint_noise_px: float = 0.3,
+                perturb_std_rad: float = 0.12, perturb_trans_m: Tuple[float, float] = (0.05, 0.3)
+                ) -> List[Frame]:
+    """
+    Generate frames of people walking slowly, seen by several cameras.
+
+    :param body: body model of the ground truth.
+    :param cameras: camera names (camera ``i`` sits at yaw ``(i+1)//2 * +-camera_yaw_deg``).
+    :param num_people: P.
+    :param num_frames: frames.
+    :param seed: RNG seed (same seed, same stream).
+    :param image_hw: ``(height, width)``, pixels.
+    :param focal_px: focal length, pixels.
+    :param fps: frame rate of the stamps.
+    :param start_ns: stamp of the first frame.
+    :param camera_yaw_deg: orbit angle step between cameras.
+    :param keypoint_noise_px: keypoint pixel noise.
+    :param perturb_std_rad: pose error of the estimate per joint.
+    :param perturb_trans_m: ``(xy, z)`` translation error of the estimate, metres.
+    :return: the frames.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    height, width = image_hw
+    k = np.array([[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0, 0, 1]])
+    rotmats = _random_poses(num_people, 0.25, randn)
+    betas = 0.8 * randn(num_people, 10)
+    dtype = next(body.buffers()).dtype
+    with torch.no_grad():
+        rest_pelvis = body.rest_joints(betas.to(dtype))[:, 0].double()
+    lateral = torch.linspace(-0.7, 0.7, num_people, dtype=torch.float64) * (num_people > 1)
+    pelvis_w = torch.stack((lateral, 0.3 + 0.05 * randn(num_people),
+                            4.5 + 0.5 * randn(num_people)), dim=1)
+    velocity = 0.3 * torch.stack((randn(num_people), torch.zeros(num_people),
+                                  randn(num_people)), dim=1)
+    centre = pelvis_w.mean(dim=0)
+    poses = []
+    for index in range(len(cameras)):
+        yaw = math.radians(camera_yaw_deg) * ((index + 1) // 2) * (1 if index % 2 else -1)
+        rot = axis_angle_to_matrix(torch.tensor([0.0, yaw, 0.0], dtype=torch.float64))
+        poses.append((rot, centre - rot @ centre))
+    frames = []
+    for frame in range(num_frames):
+        time_s = frame / fps
+        views = []
+        for cam_index, name in enumerate(cameras):
+            rot, trans = poses[cam_index]
+            pelvis_c = (pelvis_w + velocity * time_s) @ rot.T + trans
+            rot_c = rotmats.clone()
+            rot_c[:, 0] = rot @ rotmats[:, 0]
+            cam_t = pelvis_c - rest_pelvis
+            with torch.no_grad():
+                out = body(rot_c.to(dtype), betas.to(dtype))
+                kp3d = body.keypoints(out, 'body25').double() + cam_t[:, None]
+            focal = torch.full((num_people, 2), focal_px, dtype=torch.float64)
+            center = torch.tensor([[width / 2.0, height / 2.0]],
+                                  dtype=torch.float64).repeat(num_people, 1)
+            kp2d = perspective_project(kp3d - cam_t[:, None], cam_t, focal, center)
+            kp2d = kp2d + keypoint_noise_px * randn(*kp2d.shape)
+            conf = 0.7 + 0.3 * torch.rand(kp2d.shape[:2], generator=gen, dtype=torch.float64)
+            noise = axis_angle_to_matrix(perturb_std_rad * randn(num_people, 24, 3))
+            init_rot = rot_c @ noise
+            xy, z = perturb_trans_m
+            init_t = cam_t + torch.stack((xy * randn(num_people), xy * randn(num_people),
+                                          z * randn(num_people)), dim=1)
+            with torch.no_grad():
+                gt_joints = out.joints45[:, :24].double() + cam_t[:, None]
+                init_joints = body(init_rot.to(dtype), betas.to(dtype)).joints45[:, :24] \
+                    .double() + init_t[:, None]
+            image = np.full((height, width), 32 + 40 * cam_index, dtype=np.uint8)
+            views.append(CameraFrame(
+                camera=name, frame_id=f'{name}_optical', k=k.copy(), image=image,
+                track_ids=np.arange(1, num_people + 1),
+                keypoints=torch.cat((kp2d, conf[..., None]), -1).numpy(),
+                init_pose_aa=matrix_to_axis_angle(init_rot).reshape(num_people, 72).numpy(),
+                init_betas=betas.numpy().copy(), init_cam_t=init_t.numpy(),
+                gt_joints=gt_joints.numpy(), init_joints=init_joints.numpy()))
+        frames.append(Frame(stamp_ns=start_ns + int(round(time_s * 1e9)), views=views))
+    return frames
