@@ -23,9 +23,10 @@ import torch
 
 from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.smpl_file import load_smpl_arrays
-from scorehmr_ros.config import GuidanceConfig, ModelConfig, RefinerConfig, SamplerConfig
+from scorehmr_ros.config import ModelConfig
 from scorehmr_ros.diffusion.checkpoint import load_denoiser
-from scorehmr_ros.observations import Observations
+from scorehmr_ros.reference_batch import (
+    config_from_authors_settings, observations_from_authors_batch)
 from scorehmr_ros.refiner import Refiner
 
 
@@ -34,29 +35,10 @@ def run_case(path: str, body: BodyModel, betas_stats: str) -> dict:
     with np.load(path, allow_pickle=False) as data:
         d = {k: data[k] for k in data.files}
     t = lambda k: torch.as_tensor(d[k]).float()  # noqa: E731
-    flag = lambda k: bool(d[k])  # noqa: E731
-    kp = flag('keypoint_guidance')
-    cfg = RefinerConfig(
-        model=ModelConfig(checkpoint=str(d['ckpt_path']),
-                          betas_stats=betas_stats if flag('use_betas') else None),
-        sampler=SamplerConfig(tau=int(d['sample_start']), ddim_step=int(d['ddim_step_size']),
-                              outer_iters=int(d['optim_iters']),
-                              early_stopping='relative' if flag('early_stopping') else 'none'),
-        guidance=GuidanceConfig(keypoints=kp, multiview=flag('multiview_guidance'),
-                                temporal=flag('temporal_guidance'), use_hips=flag('use_hips'),
-                                rho_keypoints=float(d['w_kp2d']),
-                                rho_multiview=float(d['w_multiview']),
-                                rho_temporal=float(d['w_smooth']),
-                                grad_scale=float(d['grad_scale'])))
-    obs = Observations(init_rotmats=t('in_pred_pose'), init_betas=t('in_pred_betas'),
-                       cond=t('in_cond_feats'))
-    if kp:
-        obs.init_cam_t = t('in_init_cam_t')
-        obs.keypoints_2d = t('in_keypoints_2d')
-        obs.keypoint_layout = 'scorehmr44'
-        obs.focal_px = t('in_focal_length')
-        obs.center_px = t('in_camera_center')
-        obs.image_size = t('in_img_size')
+    use_betas = bool(d['use_betas'])
+    cfg = config_from_authors_settings(d, ModelConfig(
+        checkpoint=str(d['ckpt_path']), betas_stats=betas_stats if use_betas else None))
+    obs = observations_from_authors_batch(d)
     refiner = Refiner(cfg, body=body)
     start = time.perf_counter()
     result = refiner.refine(obs)

@@ -29,9 +29,10 @@ import torch
 
 from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.synthetic import make_synthetic_smpl
-from scorehmr_ros.config import GuidanceConfig, ModelConfig, RefinerConfig, SamplerConfig
+from scorehmr_ros.config import ModelConfig
 from scorehmr_ros.diffusion.denoiser import Denoiser, DenoiserConfig
-from scorehmr_ros.observations import Observations
+from scorehmr_ros.reference_batch import (
+    config_from_authors_settings, observations_from_authors_batch)
 from scorehmr_ros.refiner import Refiner
 
 DATA = Path(__file__).resolve().parent / 'data' / 'authors'
@@ -98,32 +99,12 @@ def body():
 
 def refine_case(d, body, tmp_path):
     """Run one case through the engine, settings mapped as benchmarks/compare_reference.py."""
-    t = lambda k: torch.as_tensor(d[k]).float()  # noqa: E731
-    kp = bool(d['keypoint_guidance'])
     stats = None
     if bool(d['use_betas']):
         stats = str(tmp_path / 'betas_stats.npz')
         np.savez(stats, betas_min=d['betas_min'], betas_max=d['betas_max'])
-    cfg = RefinerConfig(
-        model=ModelConfig(betas_stats=stats),
-        sampler=SamplerConfig(tau=int(d['sample_start']), ddim_step=int(d['ddim_step_size']),
-                              outer_iters=int(d['optim_iters']),
-                              early_stopping='relative' if bool(d['early_stopping']) else 'none'),
-        guidance=GuidanceConfig(keypoints=kp, multiview=bool(d['multiview_guidance']),
-                                temporal=bool(d['temporal_guidance']),
-                                use_hips=bool(d['use_hips']), rho_keypoints=float(d['w_kp2d']),
-                                rho_multiview=float(d['w_multiview']),
-                                rho_temporal=float(d['w_smooth']),
-                                grad_scale=float(d['grad_scale'])))
-    obs = Observations(init_rotmats=t('in_pred_pose'), init_betas=t('in_pred_betas'),
-                       cond=t('in_cond_feats'))
-    if kp:
-        obs.init_cam_t = t('in_init_cam_t')
-        obs.keypoints_2d = t('in_keypoints_2d')
-        obs.keypoint_layout = 'scorehmr44'
-        obs.focal_px = t('in_focal_length')
-        obs.center_px = t('in_camera_center')
-        obs.image_size = t('in_img_size')
+    cfg = config_from_authors_settings(d, ModelConfig(betas_stats=stats))
+    obs = observations_from_authors_batch(d)
     refiner = Refiner(cfg, denoiser=make_denoiser(d), body=body)
     return refiner, obs, refiner.refine(obs)
 
