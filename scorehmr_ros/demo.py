@@ -57,10 +57,13 @@ def run_demo(config: RefinerConfig, num_people: int, seed: int, output_dir: str,
           file=out)
     print('  body model : %s' % refiner.body.name, file=out)
     print('  weights    : %s' % refiner.describe_weights(), file=out)
-    print('  settings   : tau=%d, dt=%d, S_max=%d, early stopping=%s, %.1f s on %s' % (
-        sampler.tau, sampler.ddim_step, sampler.outer_iters, sampler.early_stopping,
-        result.info['elapsed_s'], config.device), file=out)
-    header = '  %-24s' % 'person' + ''.join('  %8d -> %-8s' % (i, '') for i in range(num_people))
+    print('  settings   : tau=%d, dt=%d, S_max=%d, early stopping=%s; engine %s/%s; '
+          '%.1f s on %s' % (
+              sampler.tau, sampler.ddim_step, sampler.outer_iters, sampler.early_stopping,
+              config.engine.backend, config.engine.body, result.info['elapsed_s'],
+              config.device), file=out)
+    header = '  %-24s' % 'start -> refined' + ''.join(
+        '  %-20s' % ('person %d' % i) for i in range(num_people))
     print(header.rstrip(), file=out)
     for name, before, after in rows:
         cells = ''.join('  %8.1f -> %-8.1f' % (b, a) for b, a in zip(before, after))
