@@ -16,6 +16,7 @@ from scorehmr_ros.guidance.early_stopping import RULES as EARLY_STOPPING_RULES
 DTYPES = ('float32', 'float64')
 BACKENDS = ('torch', 'folded', 'onnxruntime', 'tensorrt')
 BODY_PATHS = ('mesh', 'joints')
+PRECISIONS = ('float32', 'bfloat16', 'float16')
 KEYPOINT_LAYOUTS = ('body25', 'scorehmr44', 'coco17', 'smpl24')
 
 
@@ -162,6 +163,8 @@ class EngineConfig:
     :param onnx_dir: folder of exported graphs (``scorehmr export``); ``None`` exports
         the configured network to a temporary folder at start-up.
     :param threads: torch / ONNX Runtime intra-op threads (0: library default).
+    :param precision: hidden-layer products of the ``folded`` backend in ``float32``,
+        ``bfloat16`` or ``float16`` (statistics stay float32; error bound in the README).
     :param compile: with ``body: joints``, fuse the keypoint guidance gradient with
         ``torch.compile`` (needs a C++ compiler on CPU; the first call per batch size
         compiles for about a minute).
@@ -172,10 +175,15 @@ class EngineConfig:
     onnx_dir: Optional[str] = None
     threads: int = 0
     compile: bool = False
+    precision: str = 'float32'
 
     def __post_init__(self):
         _one_of(self, 'backend', BACKENDS)
         _one_of(self, 'body', BODY_PATHS)
+        _one_of(self, 'precision', PRECISIONS)
+        if self.precision != 'float32' and self.backend != 'folded':
+            raise ValueError(f'engine.precision {self.precision!r} is implemented by the '
+                             f"'folded' backend, not {self.backend!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,7 +113,7 @@ class Refiner:
         if engine.threads:
             torch.set_num_threads(engine.threads)
         self.backend = make_backend(engine.backend, self.denoiser, engine.onnx_dir,
-                                    engine.threads, config.device)
+                                    engine.threads, config.device, engine.precision)
         self.joints_body = (JointsOnlyBody(self.body).to(self.device, self.dtype)
                             if engine.body == 'joints' else None)
         #: the reference path, which reproduces the authors' arithmetic bit for bit

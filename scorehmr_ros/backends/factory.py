@@ -8,6 +8,8 @@ are always available. Each fallback is logged once, naming what is missing.
 import importlib.util
 import logging
 
+import torch
+
 from scorehmr_ros.backends.base import DenoiserBackend
 from scorehmr_ros.backends.torch_backends import TorchFoldedBackend, TorchReferenceBackend
 from scorehmr_ros.diffusion.denoiser import Denoiser
@@ -18,7 +20,8 @@ RUNTIME_MODULE = {'tensorrt': 'tensorrt', 'onnxruntime': 'onnxruntime'}
 
 
 def make_backend(name: str, denoiser: Denoiser, onnx_dir: str = None,
-                 threads: int = 0, device: str = 'cpu') -> DenoiserBackend:
+                 threads: int = 0, device: str = 'cpu',
+                 precision: str = 'float32') -> DenoiserBackend:
     """
     Build the named backend (or its fallback).
 
@@ -27,6 +30,7 @@ def make_backend(name: str, denoiser: Denoiser, onnx_dir: str = None,
     :param onnx_dir: exported graphs for the ONNX-based runtimes (None: export now).
     :param threads: intra-op threads for ONNX Runtime (0: default).
     :param device: torch device of the engine.
+    :param precision: ``float32``, ``bfloat16`` or ``float16`` products (``folded`` only).
     :return: the backend.
     """
     while name in RUNTIME_MODULE and importlib.util.find_spec(RUNTIME_MODULE[name]) is None:
@@ -36,7 +40,8 @@ def make_backend(name: str, denoiser: Denoiser, onnx_dir: str = None,
     if name == 'torch':
         return TorchReferenceBackend(denoiser)
     if name == 'folded':
-        return TorchFoldedBackend(denoiser)
+        compute = None if precision == 'float32' else getattr(torch, precision)
+        return TorchFoldedBackend(denoiser, compute_dtype=compute)
     if name == 'onnxruntime':
         from scorehmr_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 

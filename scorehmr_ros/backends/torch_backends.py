@@ -4,7 +4,7 @@ PyTorch backends: the unfolded reference network and its exact folding.
 Both run on any torch device (CPU, CUDA) and dtype.
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -47,12 +47,13 @@ class TorchFoldedBackend(DenoiserBackend):
     Same function with per-call constants folded in (~12x fewer FLOP at C = 3072).
 
     :param denoiser: the network; its weights are folded at construction.
+    :param compute_dtype: reduced precision of the hidden-layer products, or None.
     """
 
     name = 'folded'
 
-    def __init__(self, denoiser: Denoiser):
-        self.folded = FoldedDenoiser(denoiser.eval())
+    def __init__(self, denoiser: Denoiser, compute_dtype: Optional[torch.dtype] = None):
+        self.folded = FoldedDenoiser(denoiser.eval(), compute_dtype=compute_dtype)
         p = next(denoiser.parameters())
         self.folded.to(p.device)
 

@@ -18,7 +18,7 @@ wider); outputs equal the unfolded network's to ~1e-6.
 Letters: N rows, D state dimension, C features, H hidden width (1024), B blocks.
 """
 
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +44,11 @@ class _FoldedBranch(torch.nn.Module):
     """Folded weights of one branch (pose or shape) of a :class:`Denoiser`."""
 
     def __init__(self, time_mlp, init_mlp, blocks, final_mlp, dim: int,
-                 num_timesteps: int = 1000):
+                 num_timesteps: int = 1000, compute_dtype: Optional[torch.dtype] = None):
         super().__init__()
         self.dim = dim
+        # Reduced-precision products (bf16/fp16) with float32 statistics and residuals.
+        self.compute_dtype = compute_dtype
         with torch.no_grad():
             steps = torch.arange(num_timesteps, dtype=init_mlp.weight.dtype)
             temb = time_mlp(steps)                                               # [T, 4*dim]
@@ -110,11 +112,23 @@ class _FoldedBranch(torch.nn.Module):
             mean = (hs.sum(-1) + folded.sum) / n
             var = (((hs * hs).sum(-1) + folded.sumsq) / n - mean * mean).clamp_min(0.0)
             inv_std = torch.rsqrt(var + self.eps_ln1[i])
-            pre = (h @ self.a_t[i] + folded.proj[i]).to(mean.dtype)
+            pre = (self._matmul(h, self.a_t[i]) + folded.proj[i]).to(mean.dtype)
             pre = (pre - mean[:, None] * self.g[i]) * inv_std[:, None] + self.k[i]
             z = F.gelu(pre.to(h.dtype))
-            h = h + F.gelu(self.lin2[i](self.ln2[i](z)))
+            z = self.ln2[i](z)
+            if self.compute_dtype is not None:
+                lin = self.lin2[i]
+                z = self._matmul(z, lin.weight.t()) + lin.bias
+            else:
+                z = self.lin2[i](z)
+            h = h + F.gelu(z)
         return self.final_mlp(h)
+
+    def _matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Multiply ``a @ b`` in the compute dtype if one is set (result in a's dtype)."""
+        if self.compute_dtype is None:
+            return a @ b
+        return (a.to(self.compute_dtype) @ b.to(self.compute_dtype)).to(a.dtype)
 
 
 class FoldedDenoiser(torch.nn.Module):
@@ -122,18 +136,22 @@ class FoldedDenoiser(torch.nn.Module):
     The same function as a :class:`Denoiser`, evaluated with precomputed constants.
 
     :param denoiser: the network to fold (its weights are read, not modified).
+    :param compute_dtype: ``torch.bfloat16`` / ``torch.float16`` runs the hidden-layer
+        products in that precision (LayerNorm statistics, FiLM and residuals stay
+        float32); ``None`` keeps the network's dtype.
     """
 
-    def __init__(self, denoiser: Denoiser):
+    def __init__(self, denoiser: Denoiser, compute_dtype: Optional[torch.dtype] = None):
         super().__init__()
         self.config = denoiser.config
         self.pose = _FoldedBranch(denoiser.time_mlp, denoiser.init_mlp, denoiser.blocks,
-                                  denoiser.final_mlp, POSE_DIM)
+                                  denoiser.final_mlp, POSE_DIM, compute_dtype=compute_dtype)
         self.shape = None
         if self.config.use_shape:
             self.shape = _FoldedBranch(denoiser.time_mlp_betas, denoiser.init_mlp_betas,
                                        denoiser.blocks_betas, denoiser.final_mlp_betas,
-                                       self.config.diffusion_dim - POSE_DIM)
+                                       self.config.diffusion_dim - POSE_DIM,
+                                       compute_dtype=compute_dtype)
 
     def prepare(self, cond: torch.Tensor) -> List[FoldedCond]:
         """
