@@ -30,6 +30,7 @@ setup(
             'scorehmr = scorehmr_ros.cli:main',
             'scorehmr-node = scorehmr_ros.ros.node:main',
             'scorehmr-launch = scorehmr_ros.launcher:main',
+            'scorehmr-replay = scorehmr_ros.ros.replay:main',
         ],
     },
 )

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--people', type=int, default=3, help='people in the scene')
     p.add_argument('--seed', type=int, default=0, help='scene seed')
     p.add_argument('--output-dir', default='out/demo', help='where the demo writes files')
+    p.add_argument('--no-ros', action='store_true',
+                   help='skip part 2 (synthetic 3-camera bag replayed through the ROS 2 node)')
+    p.add_argument('--ros-frames', type=int, default=5, help='frames of the demo bag')
     add_config(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -156,10 +159,27 @@ def _cmd_convert_smpl(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    import importlib.util
+    import os
+
     from scorehmr_ros.demo import run_demo
 
-    return run_demo(_config(args), num_people=args.people, seed=args.seed,
+    code = run_demo(_config(args), num_people=args.people, seed=args.seed,
                     output_dir=args.output_dir, out=sys.stdout)
+    if code or args.no_ros:
+        return code
+    if importlib.util.find_spec('rclpy') is None:
+        LOG.warning('part 2 (ROS 2 node on a synthetic bag) skipped: rclpy is not installed '
+                    '(run scripts/setup_ros.sh, or bash scripts/demo.sh which does)')
+        return code
+    from scorehmr_ros.demo_ros import run_ros_demo
+
+    print('\nscorehmr demo, part 2: a synthetic 3-camera rosbag2 replayed through the ROS 2 '
+          'node (node config: config/node.yaml, fast engine path, 2 outer iterations)',
+          flush=True)
+    run_ros_demo(os.path.join(args.output_dir, 'ros'), out=sys.stdout,
+                 num_frames=args.ros_frames)
+    return 0
 
 
 if __name__ == '__main__':
