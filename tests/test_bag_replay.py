@@ -11,8 +11,6 @@ frame must come out however slow the machine is. Then the ROS demo runs end to e
 
 import io
 import math
-import os
-import random
 import subprocess
 import sys
 
@@ -38,28 +36,6 @@ OUTPUT_TIMEOUT_S = 30.0
 # absolute joint error above 1 m means a body was matched to the wrong person, camera or
 # frame, whatever the (random) denoiser weights do.
 ABS_ERROR_BOUND_M = 1.0
-
-
-def _ros_required():
-    if rclpy is not None:
-        return
-    message = f'rclpy is not importable ({ROS_IMPORT_ERROR}); run scripts/setup_ros.sh'
-    if os.environ.get('CI') == 'true':
-        pytest.fail('CI=true requires ROS 2: ' + message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def ros_env(monkeypatch, tmp_path):
-    """Isolate DDS traffic to this machine and a random domain; logs in a temp dir."""
-    _ros_required()
-    env = demo_ros.isolated_ros_env(tmp_path / 'ros_log',
-                                    random.SystemRandom().randint(1, 200))
-    for name in ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_LOG_DIR'):
-        monkeypatch.setenv(name, env[name])
-    monkeypatch.delenv('ROS_STATIC_PEERS', raising=False)
-    monkeypatch.delenv('ROS_LOCALHOST_ONLY', raising=False)
-    return env
 
 
 def all_finite(msg):
@@ -161,8 +137,7 @@ def test_player_names_a_corrupt_bag_and_an_unknown_topic(ros_env, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_ros_demo_reports_per_frame_accuracy(tmp_path):
-    _ros_required()
+def test_ros_demo_reports_per_frame_accuracy(ros_required, tmp_path):
     report = io.StringIO()
     results = demo_ros.run_ros_demo(tmp_path / 'demo', report, num_frames=3, timeout_s=40.0)
     text = report.getvalue()

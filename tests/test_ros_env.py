@@ -15,7 +15,6 @@ import array
 import math
 import os
 import pathlib
-import random
 import re
 import signal
 import subprocess
@@ -69,32 +68,6 @@ BODIES_TOPIC = 'scorehmr_test/bodies'
 PUBLISHER_NODE = 'scorehmr_test_publisher'
 ROUND_TRIP_TIMEOUT_S = 30.0
 STAMP = (1700000000, 123456789)
-
-
-def _ros_required():
-    if rclpy is not None:
-        return
-    message = f'rclpy is not importable ({ROS_IMPORT_ERROR}); run scripts/setup_ros.sh'
-    if os.environ.get('CI') == 'true':
-        pytest.fail('CI=true requires ROS 2: ' + message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def ros_env(monkeypatch, tmp_path):
-    """Isolate DDS traffic to this machine and a random domain; logs in a temp dir."""
-    _ros_required()
-    env = {
-        'ROS_DOMAIN_ID': str(random.SystemRandom().randint(1, 200)),
-        'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        'ROS_LOG_DIR': str(tmp_path / 'ros_log'),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    # Either would widen discovery beyond what the test asked for (or conflict with it).
-    monkeypatch.delenv('ROS_STATIC_PEERS', raising=False)
-    monkeypatch.delenv('ROS_LOCALHOST_ONLY', raising=False)
-    return env
 
 
 @pytest.fixture

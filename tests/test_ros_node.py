@@ -54,29 +54,6 @@ FRAME_TIMEOUT_S = 15.0
 ABS_ERROR_BOUND_M = 1.0
 
 
-def _ros_required():
-    if rclpy is not None:
-        return
-    message = f'rclpy is not importable ({ROS_IMPORT_ERROR}); run scripts/setup_ros.sh'
-    if os.environ.get('CI') == 'true':
-        pytest.fail('CI=true requires ROS 2: ' + message)
-    pytest.skip(message)
-
-
-@pytest.fixture
-def ros_env(monkeypatch, tmp_path):
-    """Isolate DDS traffic to this machine and a random domain; logs in a temp dir."""
-    _ros_required()
-    env = {'ROS_DOMAIN_ID': str(random.SystemRandom().randint(1, 200)),
-           'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-           'ROS_LOG_DIR': str(tmp_path / 'ros_log')}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv('ROS_STATIC_PEERS', raising=False)
-    monkeypatch.delenv('ROS_LOCALHOST_ONLY', raising=False)
-    return env
-
-
 class Harness:
     """Publisher/subscriber side of the test, in its own rclpy context."""
 
