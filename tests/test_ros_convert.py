@@ -18,6 +18,7 @@ else:
     from scorehmr_ros_msgs.msg import PersonDetection, PersonDetectionArray
     from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
     from std_msgs.msg import Header
+    from visualization_msgs.msg import Marker
     import torch
 
     from scorehmr_ros.body.layouts import SMPL_PARENTS
@@ -257,3 +258,24 @@ def test_joint_state_euler_angles_rebuild_the_rotation():
 def test_stamp_conversion():
     stamp = convert.stamp_msg(1700000000123456789)
     assert (stamp.sec, stamp.nanosec) == (1700000000, 123456789)
+
+
+def test_mesh_markers_are_triangle_lists_of_the_posed_vertices():
+    from scorehmr_ros.body.model import BodyModel
+
+    body_model = BodyModel.from_config(None)
+    faces = body_model.faces.numpy()
+    body = make_body(5)
+    body.vertices = np.random.default_rng(0).normal(size=(body_model.num_vertices, 3))
+    nan_body = make_body(6)
+    nan_body.vertices = np.full((body_model.num_vertices, 3), math.nan)
+    header = Header(frame_id='cam0_optical')
+    markers = convert.build_markers(header, [body, nan_body], 'skeleton', 0.5, faces)
+    kinds = [(m.ns, m.type) for m in markers.markers]
+    assert kinds == [('skeleton', Marker.LINE_LIST), ('skeleton_mesh', Marker.TRIANGLE_LIST)]
+    mesh = markers.markers[1]
+    assert len(mesh.points) == 3 * faces.shape[0]
+    first = faces[0]
+    assert [mesh.points[0].x, mesh.points[1].y] == [body.vertices[first[0], 0],
+                                                    body.vertices[first[1], 1]]
+    assert all(math.isfinite(v) for v in all_floats(markers))

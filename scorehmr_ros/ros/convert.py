@@ -35,6 +35,13 @@ from scorehmr_ros.body.layouts import SMPL_JOINT_NAMES, SMPL_PARENTS
 from scorehmr_ros.body.rotations import axis_angle_to_matrix, matrix_to_quat_wxyz
 from scorehmr_ros.observations import LAYOUT_SIZES
 
+try:  # a real ROS 2 install has cv_bridge; the wheels used here do not
+    from cv_bridge import CvBridge
+except ImportError:
+    _CV_BRIDGE = None
+else:
+    _CV_BRIDGE = CvBridge()
+
 #: Written where an optional value is unknown (messages never carry NaN).
 UNKNOWN = -1.0
 
@@ -85,6 +92,28 @@ def image_to_numpy(msg) -> np.ndarray:
     :raises ImageError: unsupported encoding, zero size, ``step`` too small, or
         ``len(data) != height * step``.
     """
+    _check_image(msg)
+    if _CV_BRIDGE is not None:
+        # On a real ROS install cv_bridge is the reference decoder; sizes are checked above.
+        return np.asarray(_CV_BRIDGE.imgmsg_to_cv2(msg, desired_encoding='passthrough'))
+    dtype_name, channels = IMAGE_ENCODINGS[msg.encoding]
+    dtype = np.dtype(dtype_name)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * dtype.itemsize
+    data = msg.data
+    buffer = np.frombuffer(memoryview(data).cast('B') if not isinstance(data, bytes)
+                           else data, dtype=np.uint8)
+    rows = buffer.reshape(height, step)[:, :row_bytes]
+    image = rows.view(dtype) if dtype.itemsize == 1 else \
+        np.ascontiguousarray(rows).view(dtype)
+    image = image.reshape(height, width, channels)
+    if dtype.itemsize > 1 and bool(msg.is_bigendian) != (sys.byteorder == 'big'):
+        image = image.byteswap()
+    return image[..., 0] if channels == 1 else image
+
+
+def _check_image(msg) -> None:
+    """Raise :class:`ImageError` for an unsupported encoding or inconsistent sizes."""
     if msg.encoding not in IMAGE_ENCODINGS:
         raise ImageError(f'image encoding {msg.encoding!r} is not supported; supported: '
                          f'{", ".join(sorted(IMAGE_ENCODINGS))}')
@@ -102,15 +131,6 @@ def image_to_numpy(msg) -> np.ndarray:
     if size != height * step:
         raise ImageError(f'image data has {size} bytes, expected height x step = '
                          f'{height} x {step} = {height * step}')
-    buffer = np.frombuffer(memoryview(data).cast('B') if not isinstance(data, bytes)
-                           else data, dtype=np.uint8)
-    rows = buffer.reshape(height, step)[:, :row_bytes]
-    image = rows.view(dtype) if dtype.itemsize == 1 else \
-        np.ascontiguousarray(rows).view(dtype)
-    image = image.reshape(height, width, channels)
-    if dtype.itemsize > 1 and bool(msg.is_bigendian) != (sys.byteorder == 'big'):
-        image = image.byteswap()
-    return image[..., 0] if channels == 1 else image
 
 
 def numpy_to_image(array: np.ndarray, encoding: str, header: Optional[Header] = None):
@@ -337,6 +357,7 @@ class BodyEstimate:
     :param latency_s: receive-to-publish seconds.
     :param refined: refinement ran.
     :param body_model: ``SmplBody.BODY_MODEL_*`` value.
+    :param vertices: [V, 3] posed mesh in the output frame (for mesh markers), or None.
     """
 
     body_id: int
@@ -351,11 +372,13 @@ class BodyEstimate:
     latency_s: float = 0.0
     refined: bool = False
     body_model: str = 'synthetic'
+    vertices: Optional[np.ndarray] = None
 
     def is_finite(self) -> bool:
-        """Pose, shape and joints are all finite (else the body must not be published)."""
+        """Pose, shape, joints (and mesh) are all finite (else the body is not published)."""
         return bool(np.isfinite(self.rotmats).all() and np.isfinite(self.betas).all()
-                    and np.isfinite(self.joints).all())
+                    and np.isfinite(self.joints).all()
+                    and (self.vertices is None or np.isfinite(self.vertices).all()))
 
 
 def _known(value: float) -> float:
@@ -458,14 +481,19 @@ def build_tf(header: Header, bodies: Sequence[BodyEstimate], prefix: str = '') -
 
 
 def build_markers(header: Header, bodies: Sequence[BodyEstimate], namespace: str = 'skeleton',
-                  lifetime_s: float = 0.5) -> MarkerArray:
+                  lifetime_s: float = 0.5, faces: Optional[np.ndarray] = None) -> MarkerArray:
     """
-    One ``LINE_LIST`` marker per body: a line from every joint to its parent.
+    Build skeleton (and optionally mesh) markers.
+
+    One ``LINE_LIST`` marker per body draws a line from every joint to its parent; with
+    ``faces``, bodies that carry vertices also get a ``TRIANGLE_LIST`` mesh marker in the
+    namespace ``<namespace>_mesh``.
 
     :param header: input stamp and output frame.
     :param bodies: bodies (non-finite ones are skipped).
     :param namespace: marker namespace (one per camera when cameras are uncalibrated).
     :param lifetime_s: markers vanish after this long without an update.
+    :param faces: [F, 3] triangle vertex indices of the body model, or None.
     :return: the message.
     """
     markers = []
@@ -486,6 +514,14 @@ def build_markers(header: Header, bodies: Sequence[BodyEstimate], namespace: str
             type=Marker.LINE_LIST, action=Marker.ADD, points=points, lifetime=lifetime,
             pose=Pose(orientation=Quaternion(w=1.0)), scale=Vector3(x=0.02),
             color=ColorRGBA(r=float(hue), g=float(1.0 - hue), b=0.5, a=1.0)))
+        if faces is not None and body.vertices is not None:
+            corners = np.asarray(body.vertices, dtype=np.float64)[np.asarray(faces).reshape(-1)]
+            markers.append(Marker(
+                header=header, ns=namespace + '_mesh', id=int(body.body_id) % (2 ** 31),
+                type=Marker.TRIANGLE_LIST, action=Marker.ADD, lifetime=lifetime,
+                points=[Point(x=p[0], y=p[1], z=p[2]) for p in corners.tolist()],
+                pose=Pose(orientation=Quaternion(w=1.0)), scale=Vector3(x=1.0, y=1.0, z=1.0),
+                color=ColorRGBA(r=float(hue), g=float(1.0 - hue), b=0.5, a=0.6)))
     return MarkerArray(markers=markers)
 
 

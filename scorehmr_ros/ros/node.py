@@ -317,7 +317,10 @@ class ScoreHmrNode(Node):
         result = self.refiner.refine(obs)
         rot, betas, cam_t = result.rotmats[:, 0], result.betas[:, 0], result.cam_t[:, 0]
         with torch.no_grad():
-            joints = self.refiner.body(rot, betas).joints45[:, :24] + cam_t[:, None]
+            posed = self.refiner.body(rot, betas)
+            joints = posed.joints45[:, :24] + cam_t[:, None]
+            vertices = (posed.vertices + cam_t[:, None]) if self.settings.mesh_markers \
+                else None
         with self._lock:
             self.refine_times_s.append(time.perf_counter() - started)
         # Which SMPL file (neutral/male/female) is not recorded in the config: neutral.
@@ -337,7 +340,8 @@ class ScoreHmrNode(Node):
                 joint_confidence=None, joint_residual_px=None,
                 fit_loss=float(result.keypoint_loss[row, 0]), num_views=1,
                 iterations=steps + 1 if steps >= 0 else int(result.info['guided_steps']),
-                refined=bool(result.refined[row, 0]), body_model=model))
+                refined=bool(result.refined[row, 0]), body_model=model,
+                vertices=None if vertices is None else vertices[row].double().numpy()))
         return bodies
 
     def _publish(self, header: Header, camera: str, bodies: List[convert.BodyEstimate]
@@ -350,8 +354,10 @@ class ScoreHmrNode(Node):
         self.pub_bodies.publish(array)
         if finite:
             self.pub_tf.publish(convert.build_tf(header, finite, prefix))
+            faces = self.refiner.body.faces.cpu().numpy() if self.settings.mesh_markers \
+                else None
             self.pub_markers.publish(convert.build_markers(
-                header, finite, prefix + 'skeleton', self.settings.marker_lifetime_s))
+                header, finite, prefix + 'skeleton', self.settings.marker_lifetime_s, faces))
             for body in finite:
                 self.pub_joints.publish(convert.build_joint_state(header, body, prefix))
         self._count('published')

@@ -40,6 +40,8 @@ class NodeSettings:
         synchronisation and reported until it publishes again.
     :param rectified: keypoints are in rectified images (intrinsics from P, not K).
     :param marker_lifetime_s: RViz markers vanish this long after their last update.
+    :param mesh_markers: also publish each body's mesh as a ``TRIANGLE_LIST`` marker
+        (skins the full mesh once per published body).
     :param diagnostics_period_s: period of ``/diagnostics``.
     """
 
@@ -53,6 +55,7 @@ class NodeSettings:
     camera_timeout_s: float = 2.0
     rectified: bool = False
     marker_lifetime_s: float = 0.5
+    mesh_markers: bool = False
     diagnostics_period_s: float = 1.0
 
     def __post_init__(self):
