@@ -133,20 +133,20 @@ class ScoreHmrNode(Node):
         self.pub_markers = self.create_publisher(MarkerArray, 'markers', reliable)
         self.pub_joints = self.create_publisher(JointState, 'joint_states', reliable)
         self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', reliable)
+        # Sensor-data QoS (best effort) by default so that best-effort drivers connect.
+        input_qos = qos_profile_sensor_data if self.settings.input_qos == 'sensor_data' \
+            else reliable
         for index, camera in enumerate(self.cameras):
-            # Sensor-data QoS (best effort) so that best-effort camera drivers connect.
             self.create_subscription(
                 Image, f'{camera.name}/image',
-                lambda msg, c=camera: self._guard(self.on_image, msg, c),
-                qos_profile_sensor_data)
+                lambda msg, c=camera: self._guard(self.on_image, msg, c), input_qos)
             self.create_subscription(
                 CameraInfo, f'{camera.name}/camera_info',
-                lambda msg, c=camera: self._guard(self.on_camera_info, msg, c),
-                qos_profile_sensor_data)
+                lambda msg, c=camera: self._guard(self.on_camera_info, msg, c), input_qos)
             self.create_subscription(
                 PersonDetectionArray, f'{camera.name}/detections',
                 lambda msg, c=camera, i=index: self._guard(self.on_detections, msg, c, i),
-                qos_profile_sensor_data)
+                input_qos)
         self.create_timer(self.settings.diagnostics_period_s, self.on_diagnostics_timer)
         self._worker = threading.Thread(target=self._work, name='scorehmr_worker',
                                         daemon=True)

@@ -17,6 +17,7 @@ from scorehmr_ros.config import config_from_dict, config_to_dict, RefinerConfig
 
 #: Front ends the node has (where the 2D keypoints and the regression estimate come from).
 FRONT_ENDS = ('upstream',)
+INPUT_QOS = ('sensor_data', 'reliable')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ class NodeSettings:
         synchronisation and reported until it publishes again.
     :param rectified: keypoints are in rectified images (intrinsics from P, not K).
     :param marker_lifetime_s: RViz markers vanish this long after their last update.
+    :param input_qos: ``sensor_data`` (best effort, keep last 5: connects to best-effort
+        camera drivers and drops rather than queues) or ``reliable`` (e.g. for a bag
+        player over a lossy link).
     :param mesh_markers: also publish each body's mesh as a ``TRIANGLE_LIST`` marker
         (skins the full mesh once per published body).
     :param diagnostics_period_s: period of ``/diagnostics``.
@@ -55,6 +59,7 @@ class NodeSettings:
     camera_timeout_s: float = 2.0
     rectified: bool = False
     marker_lifetime_s: float = 0.5
+    input_qos: str = 'sensor_data'
     mesh_markers: bool = False
     diagnostics_period_s: float = 1.0
 
@@ -63,6 +68,8 @@ class NodeSettings:
             raise ValueError(f'cameras must be non-empty relative names, got {self.cameras!r}')
         if len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f'cameras must be unique, got {self.cameras!r}')
+        if self.input_qos not in INPUT_QOS:
+            raise ValueError(f'input_qos must be one of {INPUT_QOS}, got {self.input_qos!r}')
         if self.front_end not in FRONT_ENDS:
             raise ValueError(f'front_end must be one of {FRONT_ENDS}, got {self.front_end!r}')
         for name in ('sync_queue_size', 'max_queue'):
