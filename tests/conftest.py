@@ -1,8 +1,10 @@
 """Shared fixtures: ROS 2 availability and DDS isolation for the tests that use ROS."""
 
+import math
 import os
 import random
 
+import numpy as np
 import pytest
 
 from scorehmr_ros.demo_ros import isolated_ros_env
@@ -42,3 +44,22 @@ def ros_env(monkeypatch, tmp_path):
     monkeypatch.delenv('ROS_STATIC_PEERS', raising=False)
     monkeypatch.delenv('ROS_LOCALHOST_ONLY', raising=False)
     return env
+
+
+def message_floats(msg):
+    """Yield every float inside a ROS message (nested messages, sequences, arrays)."""
+    if isinstance(msg, float):
+        yield msg
+    elif isinstance(msg, (list, tuple)) or type(msg).__name__ == 'array':
+        for item in msg:
+            yield from message_floats(item)
+    elif isinstance(msg, np.ndarray):
+        yield from (float(v) for v in msg.ravel())
+    elif hasattr(msg, 'get_fields_and_field_types'):
+        for name in msg.get_fields_and_field_types():
+            yield from message_floats(getattr(msg, name))
+
+
+def all_finite(msg) -> bool:
+    """Whether every float in a ROS message is finite (nothing non-finite is published)."""
+    return all(math.isfinite(v) for v in message_floats(msg))

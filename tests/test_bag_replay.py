@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 
+from conftest import all_finite
 import numpy as np
 import pytest
 
@@ -36,26 +37,6 @@ OUTPUT_TIMEOUT_S = 30.0
 # absolute joint error above 1 m means a body was matched to the wrong person, camera or
 # frame, whatever the (random) denoiser weights do.
 ABS_ERROR_BOUND_M = 1.0
-
-
-def all_finite(msg):
-    for value in _floats(msg):
-        if not math.isfinite(value):
-            return False
-    return True
-
-
-def _floats(msg):
-    if isinstance(msg, float):
-        yield msg
-    elif isinstance(msg, (list, tuple)) or type(msg).__name__ == 'array':
-        for item in msg:
-            yield from _floats(item)
-    elif isinstance(msg, np.ndarray):
-        yield from (float(v) for v in msg.ravel())
-    elif hasattr(msg, 'get_fields_and_field_types'):
-        for name in msg.get_fields_and_field_types():
-            yield from _floats(getattr(msg, name))
 
 
 @pytest.mark.timeout(60)

@@ -3,6 +3,7 @@
 import math
 import os
 
+from conftest import message_floats
 import numpy as np
 import pytest
 
@@ -179,20 +180,6 @@ def make_body(body_id=3, seed=0):
                                 joint_residual_px=np.r_[np.full(23, 2.0), math.nan])
 
 
-def all_floats(msg):
-    """Every float reachable from a message (recursively), for the finiteness check."""
-    if isinstance(msg, float):
-        yield msg
-    elif isinstance(msg, (list, tuple)) or type(msg).__name__ == 'array':
-        for item in msg:
-            yield from all_floats(item)
-    elif isinstance(msg, np.ndarray):
-        yield from (float(v) for v in msg.ravel())
-    elif hasattr(msg, 'get_fields_and_field_types'):
-        for name in msg.get_fields_and_field_types():
-            yield from all_floats(getattr(msg, name))
-
-
 def test_outputs_are_finite_and_non_finite_bodies_dropped():
     header = Header(frame_id='cam0_optical')
     bad = make_body(9)
@@ -207,7 +194,7 @@ def test_outputs_are_finite_and_non_finite_bodies_dropped():
     markers = convert.build_markers(header, bodies)
     state = convert.build_joint_state(header, bodies[0])
     for msg in (array, tf, markers, state):
-        values = list(all_floats(msg))
+        values = list(message_floats(msg))
         assert values and all(math.isfinite(v) for v in values), type(msg).__name__
     assert len(tf.transforms) == 24 and len(markers.markers) == 1
     assert len(markers.markers[0].points) == 2 * 23 and len(state.name) == 69
@@ -278,4 +265,4 @@ def test_mesh_markers_are_triangle_lists_of_the_posed_vertices():
     first = faces[0]
     assert [mesh.points[0].x, mesh.points[1].y] == [body.vertices[first[0], 0],
                                                     body.vertices[first[1], 1]]
-    assert all(math.isfinite(v) for v in all_floats(markers))
+    assert all(math.isfinite(v) for v in message_floats(markers))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from conftest import all_finite
 import numpy as np
 import pytest
 import torch
@@ -150,26 +151,6 @@ def bodies_at(harness, stamp_ns, frame_id):
 
 def convert_stamp(stamp):
     return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def all_finite(msg):
-    for value in _floats(msg):
-        if not math.isfinite(value):
-            return False
-    return True
-
-
-def _floats(msg):
-    if isinstance(msg, float):
-        yield msg
-    elif isinstance(msg, (list, tuple)) or type(msg).__name__ == 'array':
-        for item in msg:
-            yield from _floats(item)
-    elif isinstance(msg, np.ndarray):
-        yield from (float(v) for v in msg.ravel())
-    elif hasattr(msg, 'get_fields_and_field_types'):
-        for name in msg.get_fields_and_field_types():
-            yield from _floats(getattr(msg, name))
 
 
 @pytest.fixture
