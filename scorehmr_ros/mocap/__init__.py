@@ -1,0 +1,1 @@
+"""Motion-capture input: BVH reading, retargeting to SMPL, virtual-camera datasets."""
