@@ -1,0 +1,1 @@
+"""Multi-view fusion, cross-view association, tracking and online temporal refinement (no ROS)."""
