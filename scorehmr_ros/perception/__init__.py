@@ -1,1 +1,1 @@
-"""perception layer of the scorehmr_ros core (no ROS imports)."""
+"""Perception front ends: keypoint features, feature extractors and regressors."""

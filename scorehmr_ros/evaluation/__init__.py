@@ -1,0 +1,1 @@
+"""Evaluation: datasets, the three settings, tables and plots."""

@@ -1,0 +1,1 @@
+"""Training denoisers: datasets, the training loop with EMA, checkpoints."""
