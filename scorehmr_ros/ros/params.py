@@ -47,6 +47,17 @@ class NodeSettings:
     :param mesh_markers: also publish each body's mesh as a ``TRIANGLE_LIST`` marker
         (skins the full mesh once per published body).
     :param diagnostics_period_s: period of ``/diagnostics``.
+    :param max_people: people refined per camera and frame; more are dropped (lowest
+        detection score first) and counted, so that one crowded frame cannot stall the
+        worker.
+    :param max_future_s: detections stamped more than this ahead of the node clock are
+        dropped and counted (a broken clock upstream would otherwise look like a time
+        jump to every later message); 0 disables.
+    :param record_bag: directory of an MCAP rosbag2 that records everything the node
+        publishes (bodies, /tf, markers, joint_states, /diagnostics); ``''`` records
+        nothing. It must not exist yet; it is closed on shutdown (also on SIGINT/SIGTERM).
+    :param record_inputs: also record the input messages the node received (images,
+        camera infos, detections) into ``record_bag``.
     """
 
     cameras: Tuple[str, ...] = ('cam0',)
@@ -62,6 +73,10 @@ class NodeSettings:
     input_qos: str = 'sensor_data'
     mesh_markers: bool = False
     diagnostics_period_s: float = 1.0
+    max_people: int = 20
+    max_future_s: float = 5.0
+    record_bag: str = ''
+    record_inputs: bool = False
 
     def __post_init__(self):
         if not self.cameras or any(not c or c.startswith('/') for c in self.cameras):
@@ -72,15 +87,19 @@ class NodeSettings:
             raise ValueError(f'input_qos must be one of {INPUT_QOS}, got {self.input_qos!r}')
         if self.front_end not in FRONT_ENDS:
             raise ValueError(f'front_end must be one of {FRONT_ENDS}, got {self.front_end!r}')
-        for name in ('sync_queue_size', 'max_queue'):
+        for name in ('sync_queue_size', 'max_queue', 'max_people'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-        for name in ('slop_s', 'stale_age_s', 'camera_timeout_s', 'marker_lifetime_s'):
+        for name in ('slop_s', 'stale_age_s', 'camera_timeout_s', 'marker_lifetime_s',
+                     'max_future_s'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.diagnostics_period_s <= 0:
             raise ValueError('diagnostics_period_s must be > 0, got '
                              f'{self.diagnostics_period_s}')
+        if self.record_inputs and not self.record_bag:
+            raise ValueError('record_inputs needs record_bag (a bag directory), got '
+                             "record_bag=''")
 
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(RefinerConfig)}
