@@ -15,6 +15,8 @@ Commands:
 * ``train``: train a denoiser on a ``train.npz`` (docs/training.md).
 * ``eval``: evaluate refinement on an ``eval.npz`` in the single-frame, multi-view or
   video setting, with a prior-free baseline, tables and plots.
+* ``photo`` / ``video``: MediaPipe keypoints on a photo, video or image folder, refined;
+  overlay and 3D view pictures and per-image results (docs/detector.md).
 """
 
 import argparse
@@ -114,6 +116,24 @@ def _parser() -> argparse.ArgumentParser:
     add_config(p)
     p.set_defaults(func=_cmd_make_mocap_set)
 
+    p = sub.add_parser('photo', help='photo -> MediaPipe keypoints -> refined body; writes '
+                       'an overlay PNG, a 3D view PNG and a results .npz (docs/detector.md)')
+    p.add_argument('image', help='photo file, e.g. messi5.jpg of Debian opencv-doc')
+    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--focal-px', type=float, help='focal length (default: EXIF, else max(H, W))')
+    add_config(p)
+    p.set_defaults(func=_cmd_photo)
+
+    p = sub.add_parser('video', help='video file or image folder -> per-frame results and '
+                       'overlay frames/video (docs/detector.md)')
+    p.add_argument('path', help='video file or folder of images')
+    p.add_argument('--out', required=True, help='output folder')
+    p.add_argument('--focal-px', type=float, help='focal length (default: max(H, W))')
+    p.add_argument('--max-frames', type=int, help='stop after this many frames')
+    p.add_argument('--stride', type=int, default=1, help='use every N-th frame')
+    add_config(p)
+    p.set_defaults(func=_cmd_video)
+
     from scorehmr_ros.training.commands import add_eval_parser, add_train_parser
 
     add_train_parser(sub)
@@ -210,6 +230,28 @@ def _cmd_make_mocap_set(args) -> int:
     LOG.info('wrote %s (%d rows) and %s (%d rows); body: %s', train_path,
              result.stats['train_rows'], eval_path, result.stats['eval_rows'], body.name)
     return 0
+
+
+def _cmd_photo(args) -> int:
+    from scorehmr_ros.perception.mediapipe_pose import mediapipe_available
+    from scorehmr_ros.photo_demo import run_photo
+
+    if not mediapipe_available():
+        raise ValueError('the photo demo needs the detector extra: .venv/bin/pip install '
+                         '--no-deps -r requirements-nodeps.txt')
+    return run_photo(args.image, args.out, _config(args), focal_px=args.focal_px,
+                     out=sys.stdout)
+
+
+def _cmd_video(args) -> int:
+    from scorehmr_ros.perception.mediapipe_pose import mediapipe_available
+    from scorehmr_ros.photo_demo import run_video
+
+    if not mediapipe_available():
+        raise ValueError('the video demo needs the detector extra: .venv/bin/pip install '
+                         '--no-deps -r requirements-nodeps.txt')
+    return run_video(args.path, args.out, _config(args), focal_px=args.focal_px,
+                     max_frames=args.max_frames, stride=args.stride, out=sys.stdout)
 
 
 def _cmd_demo(args) -> int:

@@ -1,0 +1,392 @@
+"""
+Photo and video demo: image -> MediaPipe keypoints -> initial estimate -> refinement.
+
+Per image it writes ``<name>_overlay.png`` (the fitted body and skeleton drawn over the
+photo, with the detected keypoints), ``<name>_3d.png`` (the fitted bodies in the camera
+frame) and ``<name>_results.npz``. Videos and image folders give the same per frame plus
+``overlay.mp4`` (or ``.avi``) when OpenCV can write videos.
+
+Without a regressor the initial estimate is the SMPL rest pose standing upright, facing
+toward or away from the camera (from the shoulders' left/right order), placed by a
+linear least-squares fit of its torso keypoints; the focal length is ``max(H, W)`` (or
+the photo's EXIF) and the principal point the image centre.
+"""
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Dict, List, Optional, TextIO
+
+import numpy as np
+import torch
+
+from scorehmr_ros.body.layouts import COCO17_JOINT_NAMES
+from scorehmr_ros.body.rotations import matrix_to_axis_angle
+from scorehmr_ros.config import RefinerConfig
+from scorehmr_ros.observations import Observations
+from scorehmr_ros.perception import images
+from scorehmr_ros.perception.mediapipe_pose import MediaPipePoseDetector, PoseDetections
+from scorehmr_ros.refiner import Refiner
+from scorehmr_ros.scene import camera_facing_orientation
+
+LOG = logging.getLogger(__name__)
+
+#: COCO-17 bones drawn in overlays (index pairs).
+COCO17_BONES = ((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
+                (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16))
+#: Keypoints whose rest-pose positions match a standing person (torso and head): they
+#: place the initial body. Limbs are left out because the rest pose is a T-pose.
+_PLACEMENT = [COCO17_JOINT_NAMES.index(n) for n in (
+    'nose', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder', 'left_hip',
+    'right_hip')]
+#: Keypoints below this confidence are neither fitted nor drawn as detected.
+MIN_KEYPOINT_CONF = 0.3
+#: Assumed body height when only a box is known, metres.
+PERSON_HEIGHT_M = 1.7
+
+
+@dataclasses.dataclass
+class FrameResult:
+    """
+    Refinement of the people of one image (P people; arrays empty when P = 0).
+
+    :param detections: the detector's output.
+    :param rotmats: [P, 24, 3, 3] refined SMPL rotations, camera frame.
+    :param betas: [P, 10] shape.
+    :param cam_t: [P, 3] body-to-camera translation, metres.
+    :param init_rotmats: [P, 24, 3, 3] initial estimate.
+    :param init_cam_t: [P, 3] initial translation, metres.
+    :param reproj_before_px: [P] mean keypoint reprojection error of the start, pixels.
+    :param reproj_after_px: [P] the same after refinement.
+    :param focal_px: focal length used, pixels.
+    :param image_hw: (height, width).
+    """
+
+    detections: PoseDetections
+    rotmats: np.ndarray
+    betas: np.ndarray
+    cam_t: np.ndarray
+    init_rotmats: np.ndarray
+    init_cam_t: np.ndarray
+    reproj_before_px: np.ndarray
+    reproj_after_px: np.ndarray
+    focal_px: float
+    image_hw: tuple
+
+
+def initial_estimate(body, keypoints: np.ndarray, image_hw, focal_px: float,
+                     cond_dim: int) -> Observations:
+    """
+    Build refinement inputs from COCO-17 keypoints without a regressor.
+
+    :param body: the refiner's :class:`~scorehmr_ros.body.model.BodyModel`.
+    :param keypoints: [P, 17, 3] COCO-17 ``(x_px, y_px, conf)``.
+    :param image_hw: (height, width) pixels.
+    :param focal_px: focal length, pixels.
+    :param cond_dim: feature size C of the denoiser; the features are zeros, the mean of
+        standardised features.
+    :return: observations of P rows, keypoint layout ``coco17``.
+    """
+    kp = np.asarray(keypoints, dtype=np.float64).copy()
+    kp[kp[..., 2] < MIN_KEYPOINT_CONF, 2] = 0.0
+    p = kp.shape[0]
+    height, width = float(image_hw[0]), float(image_hw[1])
+    center = np.array([width / 2.0, height / 2.0])
+    # Facing the camera, the person's left shoulder is on the image's right.
+    ls, rs = COCO17_JOINT_NAMES.index('left_shoulder'), COCO17_JOINT_NAMES.index('right_shoulder')
+    lh, rh = COCO17_JOINT_NAMES.index('left_hip'), COCO17_JOINT_NAMES.index('right_hip')
+    side = (kp[:, ls, 0] - kp[:, rs, 0]) + (kp[:, lh, 0] - kp[:, rh, 0])
+    yaw = torch.tensor(np.where(side >= 0, 0.0, math.pi))
+    rotmats = torch.eye(3, dtype=torch.float64).repeat(p, 24, 1, 1)
+    rotmats[:, 0] = camera_facing_orientation(yaw)
+    betas = torch.zeros(p, 10, dtype=torch.float64)
+    dtype = next(body.buffers()).dtype
+    with torch.no_grad():
+        joints = body.keypoints(body(rotmats.to(dtype), betas.to(dtype)), 'coco17')
+    cam_t = np.stack([_place(joints[i].double().numpy(), kp[i], focal_px, center)
+                      for i in range(p)]) if p else np.zeros((0, 3))
+    f32 = torch.float32
+    return Observations(
+        init_rotmats=rotmats.to(f32), init_betas=betas.to(f32),
+        cond=torch.zeros(p, cond_dim), init_cam_t=torch.tensor(cam_t, dtype=f32),
+        keypoints_2d=torch.tensor(kp, dtype=f32), keypoint_layout='coco17',
+        focal_px=torch.full((p, 2), float(focal_px)),
+        center_px=torch.tensor(center, dtype=f32).repeat(p, 1),
+        image_size=torch.tensor([[height, width]]).repeat(p, 1))
+
+
+def _place(joints: np.ndarray, kp: np.ndarray, focal_px: float, center) -> np.ndarray:
+    """
+    Find the translation that projects the rest body's torso onto the keypoints.
+
+    Linear least squares on ``f (X + tx) = (u - cx) (Z + tz)`` (and the same for y);
+    falls back to the box height of the keypoints and a 1.7 m person.
+    """
+    use = [k for k in _PLACEMENT if kp[k, 2] > 0]
+    if len(use) >= 3:
+        rows, rhs = [], []
+        for k in use:
+            w = kp[k, 2]
+            for axis in (0, 1):
+                d = kp[k, axis] - center[axis]
+                row = np.zeros(3)
+                row[axis], row[2] = focal_px, -d
+                rows.append(w * row)
+                rhs.append(w * (d * joints[k, 2] - focal_px * joints[k, axis]))
+        t, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
+        if np.all(np.isfinite(t)) and t[2] + joints[:, 2].min() > 0.3:
+            return t
+    seen = kp[kp[:, 2] > 0]
+    box_h = float(np.ptp(seen[:, 1])) if len(seen) >= 2 else 0.0
+    z = focal_px * PERSON_HEIGHT_M / max(box_h, 1.0) if box_h > 1.0 else 5.0
+    mid = seen[:, :2].mean(0) if len(seen) else np.asarray(center)
+    return np.array([(mid[0] - center[0]) * z / focal_px, (mid[1] - center[1]) * z / focal_px,
+                     z])
+
+
+class PhotoPipeline:
+    """
+    Detector + refiner for photos and video frames.
+
+    :param config: refiner configuration (the keypoint layout is COCO-17 whatever it says).
+    :param detector: a MediaPipe detector (created when None).
+    :param tracking: with a created detector, track the person across video frames.
+    """
+
+    def __init__(self, config: RefinerConfig, detector: Optional[MediaPipePoseDetector] = None,
+                 tracking: bool = False) -> None:
+        self.refiner = Refiner(config)
+        self.detector = detector if detector is not None else MediaPipePoseDetector(
+            tracking=tracking)
+
+    def describe_weights(self) -> str:
+        """Say which denoiser weights run (random weights are named as such)."""
+        return self.refiner.describe_weights()
+
+    def process(self, image: np.ndarray, focal_px: Optional[float] = None,
+                boxes=None) -> FrameResult:
+        """
+        Detect and refine the people of one image.
+
+        :param image: [H, W, 3] uint8 RGB.
+        :param focal_px: focal length in pixels (default ``max(H, W)``).
+        :param boxes: optional [P, 4] upstream person boxes (multi-person).
+        :return: the per-person results (empty when nobody was found).
+        """
+        det = self.detector.detect(image, boxes)
+        hw = tuple(int(v) for v in image.shape[:2])
+        focal = float(focal_px) if focal_px else float(max(hw))
+        p = det.num_people
+        if p == 0:
+            empty = np.zeros((0,))
+            return FrameResult(det, np.zeros((0, 24, 3, 3)), np.zeros((0, 10)),
+                               np.zeros((0, 3)), np.zeros((0, 24, 3, 3)), np.zeros((0, 3)),
+                               empty, empty, focal, hw)
+        refiner = self.refiner
+        obs = initial_estimate(refiner.body, det.keypoints, hw, focal,
+                               refiner.denoiser.config.total_cond_dim)
+        result = refiner.refine(obs)
+        rotmats, betas, cam_t = result.rotmats[:, 0], result.betas[:, 0], result.cam_t[:, 0]
+        with torch.no_grad():
+            before = refiner.reprojection_error_px(obs.init_rotmats, obs.init_betas,
+                                                   obs.init_cam_t, obs)
+            after = refiner.reprojection_error_px(rotmats, betas, cam_t, obs)
+        return FrameResult(det, rotmats.double().numpy(), betas.double().numpy(),
+                           cam_t.double().numpy(), obs.init_rotmats.double().numpy(),
+                           obs.init_cam_t.double().numpy(), before.double().numpy(),
+                           after.double().numpy(), focal, hw)
+
+    def body_geometry(self, frame: FrameResult):
+        """
+        Posed meshes and COCO-17 joints of the refined people, camera frame.
+
+        :param frame: a result of :meth:`process`.
+        :return: vertices [P, V, 3] and joints [P, 17, 3], metres.
+        """
+        body = self.refiner.body
+        dtype = next(body.buffers()).dtype
+        if frame.rotmats.shape[0] == 0:
+            return np.zeros((0, 0, 3)), np.zeros((0, 17, 3))
+        with torch.no_grad():
+            out = body(torch.tensor(frame.rotmats, dtype=dtype),
+                       torch.tensor(frame.betas, dtype=dtype))
+            joints = body.keypoints(out, 'coco17')
+        shift = torch.tensor(frame.cam_t, dtype=dtype)[:, None]
+        return (out.vertices + shift).double().numpy(), (joints + shift).double().numpy()
+
+
+def save_results(path: str, frame: FrameResult, vertices: np.ndarray, joints: np.ndarray,
+                 weights: str, source: str) -> None:
+    """
+    Write one image's results as ``.npz``.
+
+    Keys: ``keypoints_2d`` [P,17,3], ``feet_2d`` [P,4,3], ``boxes`` [P,4], ``scores`` [P],
+    ``rotmats`` [P,24,3,3], ``pose_aa`` [P,24,3], ``betas`` [P,10], ``cam_t`` [P,3],
+    ``joints_3d`` [P,17,3] (camera frame, m), ``init_rotmats``, ``init_cam_t``,
+    ``reproj_before_px`` / ``reproj_after_px`` [P], ``focal_px``, ``image_size`` (H, W),
+    ``keypoint_layout``, ``weights``, ``source``.
+    """
+    det = frame.detections
+    pose_aa = (matrix_to_axis_angle(torch.tensor(frame.rotmats)).numpy()
+               if len(frame.rotmats) else np.zeros((0, 24, 3)))
+    np.savez(path, keypoints_2d=det.keypoints, feet_2d=det.feet, boxes=det.boxes,
+             scores=det.scores, rotmats=frame.rotmats, pose_aa=pose_aa, betas=frame.betas,
+             cam_t=frame.cam_t, joints_3d=joints, init_rotmats=frame.init_rotmats,
+             init_cam_t=frame.init_cam_t, reproj_before_px=frame.reproj_before_px,
+             reproj_after_px=frame.reproj_after_px, focal_px=np.float64(frame.focal_px),
+             image_size=np.array(frame.image_hw), keypoint_layout='coco17',
+             weights=weights, source=source)
+
+
+def run_photo(image_path: str, out_dir: str, config: RefinerConfig,
+              focal_px: Optional[float] = None, out: Optional[TextIO] = None) -> int:
+    """
+    Run the photo demo on one image and print where the outputs are.
+
+    :param image_path: photo file.
+    :param out_dir: output folder (created).
+    :param config: refiner configuration.
+    :param focal_px: focal length in pixels (default: EXIF, else ``max(H, W)``).
+    :param out: text stream for the report (stdout when None).
+    :return: exit code: 0 with at least one person, 1 when nobody was found.
+    :raises MediaError: on a missing or corrupt image.
+    """
+    import sys
+
+    out = out or sys.stdout
+    image = images.read_image(image_path)
+    hw = image.shape[:2]
+    if focal_px is None:
+        focal_px = images.exif_focal_px(image_path, hw)
+        focal_src = 'EXIF' if focal_px else 'max(H, W)'
+    else:
+        focal_src = 'given'
+    pipeline = PhotoPipeline(config)
+    try:
+        frame = pipeline.process(image, focal_px)
+    finally:
+        pipeline.detector.close()
+    weights = pipeline.describe_weights()
+    print(f'image: {image_path} ({hw[1]}x{hw[0]}), focal {frame.focal_px:.0f} px '
+          f'({focal_src})', file=out)
+    print(f'weights: {weights}; initial pose: rest pose (no regressor)', file=out)
+    if frame.detections.num_people == 0:
+        print(f'no person found in {image_path}; nothing written', file=out)
+        return 1
+    os.makedirs(out_dir, exist_ok=True)
+    paths = _write_frame(pipeline, frame, image, out_dir,
+                         os.path.splitext(os.path.basename(image_path))[0], weights,
+                         image_path, view_3d=True)
+    _report_people(frame, out)
+    for kind, path in paths.items():
+        print(f'{kind}: {path}', file=out)
+    return 0
+
+
+def run_video(path: str, out_dir: str, config: RefinerConfig, focal_px: Optional[float] = None,
+              max_frames: Optional[int] = None, stride: int = 1,
+              out: Optional[TextIO] = None) -> int:
+    """
+    Run the demo on every frame of a video file or an image folder.
+
+    :param path: video file or folder of images.
+    :param out_dir: output folder: ``frames/<name>_overlay.png``, ``frames/<name>_results.npz``
+        and ``overlay.mp4`` (``.avi`` if mp4 cannot be written).
+    :param config: refiner configuration.
+    :param focal_px: focal length in pixels (default ``max(H, W)``).
+    :param max_frames: stop after this many frames.
+    :param stride: use every ``stride``-th frame.
+    :param out: text stream for the report (stdout when None).
+    :return: exit code: 0 if some frame had a person, 1 if none had.
+    :raises MediaError: if the video cannot be read at all.
+    """
+    import sys
+
+    out = out or sys.stdout
+    frames_dir = os.path.join(out_dir, 'frames')
+    os.makedirs(frames_dir, exist_ok=True)
+    pipeline = PhotoPipeline(config, tracking=True)
+    weights = pipeline.describe_weights()
+    print(f'input: {path}; weights: {weights}; initial pose: rest pose (no regressor)',
+          file=out)
+    counts = {'frames': 0, 'with_person': 0, 'unreadable': 0}
+    overlays: List[str] = []
+    errors: List[float] = []
+    try:
+        for index, name, image in images.iter_frames(path, max_frames, stride):
+            counts['frames'] += 1
+            if image is None:
+                counts['unreadable'] += 1
+                continue
+            frame = pipeline.process(image, focal_px)
+            paths = _write_frame(pipeline, frame, image, frames_dir, name, weights,
+                                 f'{path}#{index}', view_3d=False)
+            overlays.append(paths['overlay'])
+            if frame.detections.num_people:
+                counts['with_person'] += 1
+                errors.append(float(np.nanmean(frame.reproj_after_px)))
+            print(f'frame {index}: {frame.detections.num_people} person(s)'
+                  + (f', reprojection {frame.reproj_before_px[0]:.1f} -> '
+                     f'{frame.reproj_after_px[0]:.1f} px' if frame.detections.num_people
+                     else ''), file=out, flush=True)
+    finally:
+        pipeline.detector.close()
+    video = _write_video(overlays, os.path.join(out_dir, 'overlay'), images.video_fps(path)
+                         / stride)
+    print(f'{counts["frames"]} frame(s), {counts["with_person"]} with a person, '
+          f'{counts["unreadable"]} unreadable', file=out)
+    if errors:
+        print(f'mean reprojection error after refinement: {np.mean(errors):.1f} px', file=out)
+    print(f'per-frame results and overlays: {frames_dir}', file=out)
+    if video:
+        print(f'overlay video: {video}', file=out)
+    if counts['with_person'] == 0:
+        print('no person found in any frame', file=out)
+        return 1
+    return 0
+
+
+def _report_people(frame: FrameResult, out: TextIO) -> None:
+    for i in range(frame.detections.num_people):
+        conf = int((frame.detections.keypoints[i, :, 2] >= MIN_KEYPOINT_CONF).sum())
+        print(f'person {i}: {conf}/17 confident keypoints, depth {frame.cam_t[i, 2]:.2f} m, '
+              f'reprojection error {frame.reproj_before_px[i]:.1f} px (start) -> '
+              f'{frame.reproj_after_px[i]:.1f} px (refined)', file=out)
+
+
+def _write_frame(pipeline: PhotoPipeline, frame: FrameResult, image: np.ndarray,
+                 out_dir: str, stem: str, weights: str, source: str,
+                 view_3d: bool) -> Dict[str, str]:
+    from scorehmr_ros import photo_render
+
+    vertices, joints = pipeline.body_geometry(frame)
+    faces = pipeline.refiner.body.faces.numpy()
+    paths = {'overlay': os.path.join(out_dir, f'{stem}_overlay.png'),
+             'results': os.path.join(out_dir, f'{stem}_results.npz')}
+    photo_render.draw_overlay(paths['overlay'], image, frame, vertices, faces, joints,
+                              COCO17_BONES, MIN_KEYPOINT_CONF)
+    if view_3d:
+        paths['3d view'] = os.path.join(out_dir, f'{stem}_3d.png')
+        photo_render.draw_3d(paths['3d view'], vertices, faces, joints, COCO17_BONES)
+    save_results(paths['results'], frame, vertices, joints, weights, source)
+    return paths
+
+
+def _write_video(frames: List[str], stem: str, fps: float) -> Optional[str]:
+    cv2 = images._cv2()
+    if cv2 is None or not frames:
+        return None
+    first = cv2.imread(frames[0])
+    size = (first.shape[1], first.shape[0])
+    for ext, codec in (('.mp4', 'mp4v'), ('.avi', 'MJPG')):
+        writer = cv2.VideoWriter(stem + ext, cv2.VideoWriter_fourcc(*codec), fps, size)
+        if not writer.isOpened():
+            continue
+        for file in frames:
+            img = cv2.imread(file)
+            writer.write(cv2.resize(img, size) if img.shape[:2] != first.shape[:2] else img)
+        writer.release()
+        return stem + ext
+    LOG.warning('OpenCV cannot write mp4 or avi here; overlay video skipped')
+    return None

@@ -1,0 +1,119 @@
+"""Tests of the photo/video demo: image reading errors and the pipeline end to end."""
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from scorehmr_ros.cli import main
+from scorehmr_ros.config import load_config
+from scorehmr_ros.perception import images
+from scorehmr_ros.perception.mediapipe_pose import mediapipe_available
+
+MESSI = images.sample_media_path('messi5.jpg')
+needs_all = pytest.mark.skipif(
+    not mediapipe_available() or MESSI is None,
+    reason='needs mediapipe (requirements-nodeps.txt) and messi5.jpg of opencv-doc')
+# A tiny refinement: 2 guided steps, 2 outer iterations.
+TINY = {'sampler.tau': 4, 'sampler.ddim_step': 2, 'sampler.outer_iters': 2}
+
+
+def _write_corrupt(path):
+    with open(path, 'wb') as handle:
+        handle.write(b'\xff\xd8\xff\xe0 this is not really a jpeg' * 3)
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    bad = str(tmp_path / 'broken.jpg')
+    _write_corrupt(bad)
+    with pytest.raises(images.MediaError, match='broken.jpg: not a decodable image'):
+        images.read_image(bad)
+    with pytest.raises(images.MediaError, match='no such image file'):
+        images.read_image(str(tmp_path / 'missing.png'))
+
+
+def test_folder_frames_skip_corrupt_files_and_refuse_bad_paths(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
+    _write_corrupt(str(tmp_path / 'b.jpg'))
+    frames = list(images.iter_frames(str(tmp_path)))
+    assert [(i, n) for i, n, _ in frames] == [(0, 'a'), (1, 'b')]
+    assert frames[0][2].shape == (8, 8, 3) and frames[1][2] is None
+    with pytest.raises(images.MediaError, match='no such video file or image folder'):
+        list(images.iter_frames(str(tmp_path / 'nothing.avi')))
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(images.MediaError, match='holds no image'):
+        list(images.iter_frames(str(empty)))
+    not_video = tmp_path / 'clip.avi'
+    not_video.write_bytes(b'garbage' * 10)
+    with pytest.raises(images.MediaError, match='clip.avi'):
+        list(images.iter_frames(str(not_video)))
+
+
+def test_cli_corrupt_image_exits_nonzero_with_the_file_name(tmp_path, caplog):
+    if not mediapipe_available():
+        pytest.skip('mediapipe (requirements-nodeps.txt) is not installed')
+    bad = str(tmp_path / 'broken.jpg')
+    _write_corrupt(bad)
+    code = main(['photo', bad, '--out', str(tmp_path / 'out')])
+    assert code != 0
+    assert 'broken.jpg: not a decodable image' in caplog.text
+    assert not (tmp_path / 'out').exists()
+
+
+@needs_all
+def test_cli_blank_image_reports_no_person(tmp_path, capsys):
+    from PIL import Image
+
+    blank = str(tmp_path / 'blank.png')
+    Image.fromarray(np.full((120, 160, 3), 200, np.uint8)).save(blank)
+    code = main(['photo', blank, '--out', str(tmp_path / 'out')]
+                + [f'--set={k}={v}' for k, v in TINY.items()])
+    assert code == 1
+    assert 'no person found in' in capsys.readouterr().out
+
+
+@needs_all
+def test_photo_demo_end_to_end(tmp_path):
+    from scorehmr_ros.photo_demo import run_photo
+
+    out = io.StringIO()
+    code = run_photo(MESSI, str(tmp_path), load_config('config/refiner.yaml', TINY), out=out)
+    text = out.getvalue()
+    assert code == 0, text
+    assert 'RANDOM denoiser weights' in text
+    for name in ('messi5_overlay.png', 'messi5_3d.png', 'messi5_results.npz'):
+        path = tmp_path / name
+        assert path.is_file() and path.stat().st_size > 1000, name
+        assert str(path) in text
+    res = np.load(tmp_path / 'messi5_results.npz')
+    assert res['rotmats'].shape == (1, 24, 3, 3) and res['keypoints_2d'].shape == (1, 17, 3)
+    for key in ('rotmats', 'pose_aa', 'betas', 'cam_t', 'joints_3d', 'reproj_before_px',
+                'reproj_after_px'):
+        assert np.all(np.isfinite(res[key])), key
+    assert res['reproj_after_px'][0] < res['reproj_before_px'][0]
+    assert res['cam_t'][0, 2] > 0.5
+    assert str(res['keypoint_layout']) == 'coco17'
+
+
+@needs_all
+def test_video_demo_on_an_image_folder(tmp_path):
+    from scorehmr_ros.photo_demo import run_video
+
+    frames = tmp_path / 'frames_in'
+    frames.mkdir()
+    shutil.copy(MESSI, frames / '000.jpg')
+    _write_corrupt(str(frames / '001.jpg'))
+    out = io.StringIO()
+    code = run_video(str(frames), str(tmp_path / 'out'),
+                     load_config('config/refiner.yaml', TINY), out=out)
+    text = out.getvalue()
+    assert code == 0, text
+    assert '2 frame(s), 1 with a person, 1 unreadable' in text
+    res = np.load(tmp_path / 'out' / 'frames' / '000_results.npz')
+    assert res['rotmats'].shape == (1, 24, 3, 3)
+    assert os.path.isfile(tmp_path / 'out' / 'frames' / '000_overlay.png')
