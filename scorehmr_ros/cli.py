@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--no-ros', action='store_true',
                    help='skip part 2 (synthetic 3-camera bag replayed through the ROS 2 node)')
     p.add_argument('--ros-frames', type=int, default=5, help='frames of the demo bag')
+    p.add_argument('--no-photo', action='store_true',
+                   help='skip part 3 (MediaPipe keypoints on a real photo, refined body '
+                   'drawn over it)')
+    p.add_argument('--photo', help='photo for part 3 (default: opencv-doc messi5.jpg)')
     add_config(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -260,22 +264,48 @@ def _cmd_demo(args) -> int:
 
     from scorehmr_ros.demo import run_demo
 
-    code = run_demo(_config(args), num_people=args.people, seed=args.seed,
+    config = _config(args)
+    code = run_demo(config, num_people=args.people, seed=args.seed,
                     output_dir=args.output_dir, out=sys.stdout)
-    if code or args.no_ros:
+    if code:
         return code
-    if importlib.util.find_spec('rclpy') is None:
+    if args.no_ros:
+        pass
+    elif importlib.util.find_spec('rclpy') is None:
         LOG.warning('part 2 (ROS 2 node on a synthetic bag) skipped: rclpy is not installed '
                     '(run scripts/setup_ros.sh, or bash scripts/demo.sh which does)')
-        return code
-    from scorehmr_ros.demo_ros import run_ros_demo
+    else:
+        from scorehmr_ros.demo_ros import run_ros_demo
 
-    print('\nscorehmr demo, part 2: a synthetic 3-camera rosbag2 replayed through the ROS 2 '
-          'node (node config: config/node.yaml, fast engine path, 2 outer iterations)',
-          flush=True)
-    run_ros_demo(os.path.join(args.output_dir, 'ros'), out=sys.stdout,
-                 num_frames=args.ros_frames)
-    return 0
+        print('\nscorehmr demo, part 2: a synthetic 3-camera rosbag2 replayed through the '
+              'ROS 2 node (node config: config/node.yaml, fast engine path, 2 outer '
+              'iterations)', flush=True)
+        run_ros_demo(os.path.join(args.output_dir, 'ros'), out=sys.stdout,
+                     num_frames=args.ros_frames)
+    if not args.no_photo:
+        code = _demo_photo(args, config)
+    return code
+
+
+def _demo_photo(args, config) -> int:
+    """Part 3 of the demo: a real photo; skipped with a reason where it cannot run."""
+    import importlib.util
+    import os
+
+    from scorehmr_ros.perception.images import sample_media_path
+
+    photo = args.photo or sample_media_path('messi5.jpg')
+    if importlib.util.find_spec('mediapipe') is None or photo is None:
+        LOG.warning('part 3 (real photo) skipped: %s', 'mediapipe is not installed '
+                    '(requirements-nodeps.txt)' if photo else 'no photo: pass --photo or let '
+                    'scripts/setup.sh fetch opencv-doc sample media')
+        return 0
+    from scorehmr_ros.photo_demo import run_photo
+
+    print('\nscorehmr demo, part 3: MediaPipe 2D keypoints on a real photo, body refined '
+          'from the rest pose (2 outer iterations)', flush=True)
+    photo_config = config.replace(sampler={'outer_iters': min(config.sampler.outer_iters, 2)})
+    return run_photo(photo, os.path.join(args.output_dir, 'photo'), photo_config)
 
 
 if __name__ == '__main__':
