@@ -18,6 +18,9 @@ BACKENDS = ('torch', 'folded', 'onnxruntime', 'tensorrt')
 BODY_PATHS = ('mesh', 'joints')
 PRECISIONS = ('float32', 'bfloat16', 'float16')
 KEYPOINT_LAYOUTS = ('body25', 'scorehmr44', 'coco17', 'smpl24')
+MULTIVIEW_MODES = ('consistency', 'calibrated')
+CALIBRATED_INITS = ('anchor', 'average')
+CALIBRATED_LOSSES = ('mean', 'sum')
 
 
 def _positive(obj, *names):
@@ -111,7 +114,17 @@ class GuidanceConfig:
     Observation losses and their step sizes rho.
 
     :param keypoints: keypoint reprojection guidance L_repr.
-    :param multiview: the paper's multi-view pose consistency L_MV.
+    :param multiview: multi-view guidance of rows sharing a ``view_group``.
+    :param multiview_mode: ``'consistency'`` (the paper's L_MV: each view's body pose
+        pulled to the mean over views) or ``'calibrated'`` (one body per person in the
+        frame of its anchor view, reprojected into every view with the extrinsics
+        ``Observations.world_to_camera``; falls back to consistency without them).
+    :param calibrated_init: start of a calibrated group: ``'average'`` (chordal mean of
+        the views' rotations and median of their pelvis positions, mapped into the anchor
+        frame; measured better) or ``'anchor'`` (the anchor view's regression estimate).
+    :param calibrated_loss: how a calibrated group's per-view keypoint losses combine:
+        ``'mean'`` over the views with a confident keypoint (keeps rho_keypoints' single-view
+        meaning; measured better) or ``'sum'``.
     :param temporal: temporal smoothness L_temp.
     :param rho_keypoints: step size of L_repr (0.003).
     :param rho_multiview: step size of L_MV (0.005).
@@ -126,6 +139,9 @@ class GuidanceConfig:
 
     keypoints: bool = True
     multiview: bool = False
+    multiview_mode: str = 'consistency'
+    calibrated_init: str = 'average'
+    calibrated_loss: str = 'mean'
     temporal: bool = False
     rho_keypoints: float = 0.003
     rho_multiview: float = 0.005
@@ -143,6 +159,12 @@ class GuidanceConfig:
                 raise ValueError(f'guidance.{name} must be >= 0, got {getattr(self, name)}')
         if self.gmof_sigma_px <= 0:
             raise ValueError(f'guidance.gmof_sigma_px must be > 0, got {self.gmof_sigma_px}')
+        _one_of(self, 'multiview_mode', MULTIVIEW_MODES)
+        _one_of(self, 'calibrated_init', CALIBRATED_INITS)
+        _one_of(self, 'calibrated_loss', CALIBRATED_LOSSES)
+        if self.multiview and self.multiview_mode == 'calibrated' and not self.keypoints:
+            raise ValueError('guidance.multiview_mode calibrated fuses keypoints of several '
+                             'views: it needs guidance.keypoints true')
 
 
 @dataclasses.dataclass(frozen=True)

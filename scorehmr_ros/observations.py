@@ -3,7 +3,10 @@ What the refiner is given: regression estimates, features and observations per r
 
 A row is one person in one view at one frame (B rows). Rows that are views of the same
 person share a ``view_group`` (multi-view loss); rows that are consecutive frames of one
-person are linked by ``frame_prev`` (temporal loss).
+person are linked by ``frame_prev`` (temporal loss). Optional extrinsics
+(``world_to_camera``) make the views of a person one body in a common frame (calibrated
+multi-view mode); optional frozen temporal targets pull a row toward given poses (the
+online sliding-window mode).
 """
 
 import dataclasses
@@ -42,6 +45,12 @@ class Observations:
         same index are views of one person); default: all rows one person.
     :param frame_prev: [B] int64 row of the previous frame of the same person, -1 for a
         first frame; default: consecutive rows.
+    :param world_to_camera: [B, 4, 4] extrinsics of each row's camera (``p_cam = R p_world
+        + t``); a row of NaN marks a camera without (valid) extrinsics. Used by
+        ``guidance.multiview_mode: calibrated``.
+    :param temporal_target_6d: [B, 144] frozen pose (6D, this row's camera frame) that the
+        row is pulled toward with ``rho_temporal * weight * ||pose - target||^2``.
+    :param temporal_target_weight: [B] weights of that pull (0: none); default 1.
     """
 
     init_rotmats: torch.Tensor
@@ -55,6 +64,9 @@ class Observations:
     image_size: Optional[torch.Tensor] = None
     view_group: Optional[torch.Tensor] = None
     frame_prev: Optional[torch.Tensor] = None
+    world_to_camera: Optional[torch.Tensor] = None
+    temporal_target_6d: Optional[torch.Tensor] = None
+    temporal_target_weight: Optional[torch.Tensor] = None
 
     @property
     def batch_size(self) -> int:
@@ -107,6 +119,37 @@ class Observations:
             raise ObservationError(f'frame_prev: entries must be -1 or a row in [0, {b})')
         if self.view_group is not None and (self.view_group < 0).any():
             raise ObservationError('view_group: entries must be >= 0')
+        self._validate_extras(b)
+
+    def _validate_extras(self, b: int) -> None:
+        """Check the optional extrinsics and temporal targets."""
+        if self.world_to_camera is not None:
+            _check('world_to_camera', self.world_to_camera, (b, 4, 4))
+            w2c = self.world_to_camera.double()
+            given = torch.isfinite(w2c).all(dim=-1).all(dim=-1)
+            rot = w2c[given, :3, :3]
+            eye = torch.eye(3, dtype=torch.float64)
+            bottom = w2c[given, 3]
+            if rot.numel() and (
+                    (rot.transpose(1, 2) @ rot - eye).abs().amax() > 1e-3
+                    or (torch.linalg.det(rot) < 0).any()
+                    or (bottom - torch.tensor([0.0, 0.0, 0.0, 1.0],
+                                              dtype=torch.float64)).abs().amax() > 1e-6):
+                raise ObservationError('world_to_camera: each finite row must be a rigid '
+                                       'transform [R t; 0 0 0 1] with R a rotation')
+        if self.temporal_target_6d is not None:
+            _check('temporal_target_6d', self.temporal_target_6d, (b, 144))
+            if not torch.isfinite(self.temporal_target_6d).all():
+                raise ObservationError('temporal_target_6d: contains NaN or inf')
+        if self.temporal_target_weight is not None:
+            if self.temporal_target_6d is None:
+                raise ObservationError('temporal_target_weight: given without '
+                                       'temporal_target_6d')
+            _check('temporal_target_weight', self.temporal_target_weight, (b,))
+            weight = self.temporal_target_weight
+            if not torch.isfinite(weight).all() or (weight < 0).any():
+                raise ObservationError('temporal_target_weight: entries must be finite '
+                                       'and >= 0')
 
     def sanitized_keypoints(self) -> torch.Tensor:
         """

@@ -33,13 +33,15 @@ from scorehmr_ros.diffusion.denoiser import Denoiser, DenoiserConfig, POSE_DIM
 from scorehmr_ros.diffusion.folded import FoldedDenoiser
 from scorehmr_ros.diffusion.schedule import (
     CosineSchedule, inversion_pairs, sampling_pairs, timestep_grid)
+from scorehmr_ros.guidance import calibrated
 from scorehmr_ros.guidance.camera import perspective_project
 from scorehmr_ros.guidance.camera_optimizer import CameraTranslationAdam
 from scorehmr_ros.guidance.compiled import KeypointGradient
 from scorehmr_ros.guidance.early_stopping import EarlyStopper
 from scorehmr_ros.guidance.fused_loop import FusedKeypointLoop, initial_state
 from scorehmr_ros.guidance.losses import (
-    keypoint_reprojection_loss, multiview_consistency_loss, temporal_smoothness_loss)
+    keypoint_reprojection_loss, multiview_consistency_loss, temporal_smoothness_loss,
+    temporal_target_loss)
 from scorehmr_ros.observations import Observations
 
 LOG = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class RefinementResult:
     :param keypoint_loss: [B, S] keypoint loss of the last guided step (NaN without
         keypoint guidance).
     :param info: timings and counts.
+    :param groups: per-person results of calibrated multi-view mode (world frame), else
+        None.
     """
 
     rotmats: torch.Tensor
@@ -81,6 +85,7 @@ class RefinementResult:
     stop_step: torch.Tensor
     keypoint_loss: torch.Tensor
     info: Dict[str, Any]
+    groups: Optional[calibrated.GroupResult] = None
 
 
 class Refiner:
@@ -120,6 +125,9 @@ class Refiner:
         self.exact = engine.backend == 'torch' and engine.body == 'mesh'
         if engine.compile and self.joints_body is None:
             raise ValueError('engine.compile needs engine.body: joints')
+        self._warned_no_extrinsics = False
+        #: S_max of the call in progress (``refine``'s ``outer_iters`` argument)
+        self._outer_iters = config.sampler.outer_iters
         self._kp_gradients: Dict[str, KeypointGradient] = {}
         self._fused_loops: Dict[Any, FusedKeypointLoop] = {}
 
@@ -167,18 +175,30 @@ class Refiner:
         return rotmats, betas
 
     @torch.no_grad()
-    def refine(self, obs: Observations) -> RefinementResult:
+    def refine(self, obs: Observations, outer_iters: Optional[int] = None) -> RefinementResult:
         """
         Run Algorithm 1 on a batch.
 
         :param obs: inputs; see :class:`~scorehmr_ros.observations.Observations`.
+        :param outer_iters: S_max of this call (default ``sampler.outer_iters``), e.g.
+            fewer for warm-started online frames.
         :return: refined SMPL parameters per input and sample.
         """
         started = time.perf_counter()
         cfg, guide = self.config.sampler, self.config.guidance
+        if outer_iters is not None and (not isinstance(outer_iters, int) or outer_iters < 1):
+            raise ValueError(f'outer_iters must be a positive int, got {outer_iters!r}')
+        self._outer_iters = outer_iters or cfg.outer_iters
         obs.validate(self.denoiser.config.total_cond_dim, need_keypoints=guide.keypoints)
         rows = _Rows(obs, cfg.num_samples, self.device, self.dtype)
-        n, dim = rows.n, self.diffusion_dim
+        if guide.multiview and guide.multiview_mode == 'calibrated':
+            if obs.world_to_camera is not None:
+                return self._refine_calibrated(obs, rows, started)
+            if not self._warned_no_extrinsics:
+                LOG.warning('guidance.multiview_mode is calibrated but the observations have '
+                            'no world_to_camera: using the consistency loss instead')
+                self._warned_no_extrinsics = True
+        n = rows.n
         x_start = rows.repeat(self.encode(rows.get(obs.init_rotmats), rows.get(obs.init_betas)))
         cond = self.backend.prepare(rows.repeat(rows.get(obs.cond)))
         betas_rows = rows.repeat(rows.get(obs.init_betas))
@@ -196,9 +216,34 @@ class Refiner:
                                cfg.early_stop_tol, device=self.device)
 
         grid = timestep_grid(cfg.tau, cfg.ddim_step)
-        if self._can_fuse(kp):
+        target = self._temporal_target(obs, rows)
+        if self._can_fuse(kp) and target is None:
             return self._refine_fused(obs, rows, x_start, rows.repeat(rows.get(obs.cond)), rest,
                                       kp, translation, betas_rows, grid, started)
+
+        def gradient(x_t, t, eps):
+            return self._guidance_gradient(x_t, t, eps, betas_rows, rest, kp, camera, stopper,
+                                           group, num_groups, prev_row, target)
+
+        x0, kp_loss, step = self._sample(x_start, cond, grid, gradient, camera, stopper)
+        x0, translation = stopper.finalize(x0, camera.translation)
+        return self._result(obs, rows, x0, translation, x_start, betas_rows, kp,
+                            stopper.stop_step, kp_loss, started, step, len(grid))
+
+    def _sample(self, x_start, cond, grid, gradient, camera, stopper):
+        """
+        Run the outer loop of Algorithm 1: inversion, then guided DDIM, ``S_max`` times.
+
+        :param x_start: [N, D] start states (row ``b * S + s``).
+        :param cond: prepared conditioning of the backend.
+        :param grid: timestep grid.
+        :param gradient: ``(x_t, t, eps) -> (grad [N, D], stop mask or None, loss or None)``.
+        :param camera: translation Adam state (stepped inside ``gradient``).
+        :param stopper: early-stopping state.
+        :return: ``(x0 [N, D] of the last guided step, keypoint loss [N], guided steps)``.
+        """
+        cfg = self.config.sampler
+        n, dim = x_start.shape
         noise_rows = None
         if cfg.num_samples > 1:
             gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -209,7 +254,7 @@ class Refiner:
         x_t, x0 = x_start, x_start
         kp_loss = torch.full((n,), float('nan'), device=self.device, dtype=self.dtype)
         step = 0
-        for outer in range(cfg.outer_iters):
+        for outer in range(self._outer_iters):
             for t, t_next in inversion_pairs(grid):
                 eps = self._eps(x_t, t, cond)
                 x_t = self.schedule.ddim_move(self.schedule.predict_x0(x_t, t, eps), eps, t_next)
@@ -218,9 +263,7 @@ class Refiner:
                 x_t = torch.where(noise_rows[:, None], x_noised, x_t)
             for t, t_next in sampling_pairs(grid):
                 eps = self._eps(x_t, t, cond)
-                grad, mask, loss = self._guidance_gradient(
-                    x_t, t, eps, betas_rows, rest, kp, camera, stopper, group, num_groups,
-                    prev_row)
+                grad, mask, loss = gradient(x_t, t, eps)
                 if loss is not None:
                     kp_loss = loss
                 eps = eps + self.schedule.sqrt_one_minus_alphas_cumprod[t] * grad
@@ -229,9 +272,150 @@ class Refiner:
                     stopper.record(mask, x0, camera.translation, step)
                 x_t = self.schedule.ddim_move(x0, eps, t_next)
                 step += 1
+        return x0, kp_loss, step
+
+    def _refine_calibrated(self, obs: Observations, rows: '_Rows',
+                           started: float) -> RefinementResult:
+        """
+        Calibrated multi-view Algorithm 1: one state per person (see guidance/calibrated.py).
+
+        Rows are ``b * S + s``; group states ``g * S + s``. The state lives in the anchor
+        view's camera frame and is conditioned on the anchor's features.
+        """
+        cfg, guide = self.config.sampler, self.config.guidance
+        s = cfg.num_samples
+        kp = self._keypoint_setup(obs, rows)
+        conf_b = kp['conf'][::s]
+        groups = calibrated.build_groups(obs.view_group, obs.world_to_camera, conf_b)
+        if groups.split_rows:
+            LOG.warning('%d row(s) without valid camera extrinsics refined as single views',
+                        groups.split_rows)
+        g = groups.num_groups
+        anchor = groups.anchor_row
+        sample = torch.arange(s, device=self.device)
+        row_state = (rows.repeat(groups.row_group) * s + sample.repeat(rows.b))
+        init_rot, init_t = rows.get(obs.init_rotmats), rows.get(obs.init_cam_t)
+        betas_b = rows.get(obs.init_betas)
+        rest_pelvis_b = self.body.rest_joints(betas_b)[:, 0]
+        if guide.calibrated_init == 'average':
+            start_rot, start_t = calibrated.average_start(init_rot, init_t, rest_pelvis_b,
+                                                          groups)
+        else:
+            start_rot, start_t = init_rot[anchor], init_t[anchor]
+        rep = lambda tensor: tensor.repeat_interleave(s, dim=0)  # noqa: E731
+        betas_g = rep(betas_b[anchor])
+        x_start = rep(self.encode(start_rot, betas_b[anchor]))
+        cond = self.backend.prepare(rep(rows.get(obs.cond)[anchor]))
+        rest = (self.joints_body.rest(betas_g) if self.joints_body is not None
+                and not self.denoiser.config.use_shape else None)
+        rel_rot, rel_t = rows.repeat(groups.rel_rot), rows.repeat(groups.rel_t)
+        camera = CameraTranslationAdam(rep(start_t), lr=guide.camera_lr)
+        stopper = EarlyStopper(g * s, cfg.early_stopping, cfg.early_stop_tol, device=self.device)
+        prev_state = None
+        if guide.temporal:
+            prev_state = self._group_prev(obs, groups, s)
+        target = self._temporal_target(obs, rows)
+        if target is not None:
+            anchor_rows = rep(anchor) * s + sample.repeat(g)
+            target = (target[0][anchor_rows], target[1][anchor_rows])
+        row_loss_box = [None]
+
+        def gradient(x_t, t, eps):
+            mask = None
+            with torch.enable_grad():
+                x_leaf = x_t.detach().requires_grad_(True)
+                x0 = self.schedule.predict_x0(x_leaf, t, eps.detach())
+                rotmats, betas = self.decode(x0, betas_g)
+                joints = self._keypoints_3d(rotmats, betas, rest, kp['layout'])
+                trans = camera.translation.detach().requires_grad_(guide.optimize_camera)
+                loss, row_loss = calibrated.multiview_keypoint_loss(
+                    joints, trans, row_state, rel_rot, rel_t, kp['target'], kp['conf'],
+                    kp['focal'], kp['center'], kp['size'], guide.gmof_sigma_px,
+                    view_mean=guide.calibrated_loss == 'mean')
+                if stopper.active:
+                    mask = stopper.converged(loss)
+                    loss = torch.where(mask, torch.zeros_like(loss), loss)
+                    row_loss = torch.where(mask[row_state], torch.zeros_like(row_loss),
+                                           row_loss)
+                if guide.optimize_camera:
+                    grad_cam, = torch.autograd.grad(loss.sum(), trans, retain_graph=True)
+                    camera.step(grad_cam)
+                total = guide.rho_keypoints * loss.sum()
+                pose_6d = x0[:, :POSE_DIM]
+                if prev_state is not None:
+                    total = total + guide.rho_temporal * temporal_smoothness_loss(
+                        pose_6d, prev_state).sum()
+                if target is not None:
+                    total = total + guide.rho_temporal * temporal_target_loss(
+                        pose_6d, *target).sum()
+                grad, = torch.autograd.grad(total, x_leaf)
+            row_loss_box[0] = row_loss.detach()
+            return grad * guide.grad_scale, mask, loss.detach()
+
+        grid = timestep_grid(cfg.tau, cfg.ddim_step)
+        x0, _, step = self._sample(x_start, cond, grid, gradient, camera, stopper)
         x0, translation = stopper.finalize(x0, camera.translation)
-        return self._result(obs, rows, x0, translation, x_start, betas_rows, kp,
-                            stopper.stop_step, kp_loss, started, step, len(grid))
+        num_views = torch.zeros(g, device=self.device, dtype=self.dtype).index_add(
+            0, groups.row_group, conf_b.gt(0).any(dim=-1).to(self.dtype)).long()
+        has_any = num_views > 0
+        refined = (torch.isfinite(x0).all(dim=-1) & torch.isfinite(translation).all(dim=-1)
+                   & rep(has_any))
+        if not bool(refined.all()):
+            LOG.warning('%d of %d group sample(s) returned their initial estimate (no '
+                        'confident keypoint in any view or a non-finite result)',
+                        int((~refined).sum()), g * s)
+        x0 = torch.where(refined[:, None], x0, x_start)
+        translation = torch.where(refined[:, None], translation, rep(start_t))
+        rot_g, betas_out = self.decode(x0, betas_g)
+        rest_pelvis_g = self.body.rest_joints(betas_out)[:, 0]
+        # Every row gets its group's body expressed in its own camera.
+        row_rot, row_t = calibrated.to_view(rot_g[row_state], translation[row_state],
+                                            rest_pelvis_g[row_state], rel_rot, rel_t)
+        row_betas = betas_out[row_state]
+        row_x0 = self.encode(row_rot, row_betas)
+        to_world = rep(groups.anchor_to_world).to(self.dtype)
+        world_rot, world_t = calibrated.to_view(rot_g, translation, rest_pelvis_g,
+                                                to_world[:, :3, :3], to_world[:, :3, 3])
+        b = rows.b
+        group_result = calibrated.GroupResult(
+            row_group=groups.row_group, anchor_row=anchor, calibrated=groups.calibrated,
+            world_rotmats=world_rot.reshape(g, s, 24, 3, 3), world_t=world_t.reshape(g, s, 3),
+            world_pelvis=(world_t + rest_pelvis_g).reshape(g, s, 3), num_views=num_views)
+        row_loss = row_loss_box[0] if row_loss_box[0] is not None else \
+            torch.full((rows.n,), float('nan'), device=self.device, dtype=self.dtype)
+        denoiser_calls = 2 * (len(grid) - 1) * self._outer_iters
+        return RefinementResult(
+            rotmats=row_rot.reshape(b, s, 24, 3, 3), betas=row_betas.reshape(b, s, 10),
+            cam_t=row_t.reshape(b, s, 3), x0=row_x0.reshape(b, s, -1),
+            refined=refined[row_state].reshape(b, s),
+            stop_step=stopper.stop_step[row_state].reshape(b, s),
+            keypoint_loss=row_loss.reshape(b, s),
+            info={'elapsed_s': time.perf_counter() - started, 'guided_steps': step,
+                  'denoiser_calls': denoiser_calls, 'rows': rows.n, 'groups': g,
+                  'multiview_mode': 'calibrated', 'weights': self.describe_weights()},
+            groups=group_result)
+
+    def _group_prev(self, obs: Observations, groups, s: int) -> torch.Tensor:
+        """[G * S] previous-frame state of each group state (-1: none), via the anchors."""
+        g = groups.num_groups
+        if obs.frame_prev is None:
+            prev = torch.arange(g, device=self.device) - 1
+        else:
+            prev_row = obs.frame_prev.to(self.device).long()[groups.anchor_row]
+            prev = torch.where(prev_row >= 0, groups.row_group[prev_row.clamp_min(0)],
+                               torch.full_like(prev_row, -1))
+        prev = prev.repeat_interleave(s)
+        sample = torch.arange(s, device=self.device).repeat(g)
+        return torch.where(prev >= 0, prev * s + sample, torch.full_like(prev, -1))
+
+    def _temporal_target(self, obs: Observations, rows: '_Rows'):
+        """``(target [N, 144], weight [N])`` of frozen temporal targets, or None."""
+        if obs.temporal_target_6d is None:
+            return None
+        weight = obs.temporal_target_weight
+        if weight is None:
+            weight = torch.ones(obs.batch_size)
+        return (rows.repeat(rows.get(obs.temporal_target_6d)), rows.repeat(rows.get(weight)))
 
     def _can_fuse(self, kp) -> bool:
         """Whether the compiled keypoint loop applies to this configuration."""
@@ -257,7 +441,7 @@ class Refiner:
         # Guards are checked (and graphs compiled) on the first outer iteration; later
         # iterations call the same graphs with inputs of the same shapes, so their guard
         # evaluation (~0.2 ms per call here) is skipped.
-        for outer in range(cfg.outer_iters):
+        for outer in range(self._outer_iters):
             with torch.compiler.set_stance(skip_guard_eval_unsafe=outer > 0):
                 x_t = state.x_t
                 for t, t_next in inversion_pairs(grid):
@@ -322,7 +506,7 @@ class Refiner:
         return keypoints_from_joints45(self.joints_body(rotmats, rest), layout)
 
     def _guidance_gradient(self, x_t, t, eps, betas_rows, rest, kp, camera, stopper, group,
-                           num_groups, prev_row):
+                           num_groups, prev_row, target=None):
         """
         Gradient of the weighted guidance losses w.r.t. x_t, eps held constant.
 
@@ -332,7 +516,7 @@ class Refiner:
         :return: ``(grad [N, D], stop mask [N] or None, keypoint loss [N] or None)``.
         """
         guide = self.config.guidance
-        if kp is None and not guide.multiview and not guide.temporal:
+        if kp is None and not guide.multiview and not guide.temporal and target is None:
             return torch.zeros_like(x_t), None, None
         mask, kp_loss, trans, kp_grad = None, None, None, None
         # One backward pass for both gradients where bitwise agreement with the reference
@@ -369,6 +553,9 @@ class Refiner:
             if guide.temporal:
                 total = total + guide.rho_temporal * temporal_smoothness_loss(
                     pose_6d, prev_row).sum()
+            if target is not None:
+                total = total + guide.rho_temporal * temporal_target_loss(
+                    pose_6d, *target).sum()
             if kp_grad is not None:
                 # Keypoint gradient came fused; add the other losses' (if any) by autograd.
                 grad = guide.rho_keypoints * kp_grad
@@ -440,7 +627,7 @@ class Refiner:
         translation = torch.where(refined[:, None], translation, init_translation)
         rotmats, betas = self.decode(x0, betas_rows)
         b, s = obs.batch_size, self.config.sampler.num_samples
-        denoiser_calls = 2 * (grid_len - 1) * self.config.sampler.outer_iters
+        denoiser_calls = 2 * (grid_len - 1) * self._outer_iters
         return RefinementResult(
             rotmats=rotmats.reshape(b, s, 24, 3, 3), betas=betas.reshape(b, s, 10),
             cam_t=translation.reshape(b, s, 3), x0=x0.reshape(b, s, -1),

@@ -8,11 +8,17 @@ does for one camera: BODY_25 keypoints projected from the true body with pixel n
 dropped keypoints, and a regression estimate that is the truth perturbed in pose and
 translation. Features are zeros of the denoiser's size. The ROS test publishes these
 frames as ``sensor_msgs/Image`` + ``CameraInfo`` + ``PersonDetectionArray`` messages.
+
+Each view also carries its camera's extrinsics (``world_to_camera``, world frame
+:data:`WORLD_FRAME`, which coincides with camera 0's optical frame) and the true pose in
+its frame, so calibrated fusion and temporal smoothing can be measured against ground
+truth. ``pose_motion_rad > 0`` makes the body joints swing smoothly over time (drawn
+from a separate random stream, so the default output is unchanged).
 """
 
 import dataclasses
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,7 +26,11 @@ import torch
 from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from scorehmr_ros.guidance.camera import perspective_project
+from scorehmr_ros.observations import Observations
 from scorehmr_ros.scene import _random_poses
+
+#: Name of the common frame of the stream's extrinsics (camera 0's optical frame).
+WORLD_FRAME = 'world'
 
 
 @dataclasses.dataclass
@@ -39,6 +49,9 @@ class CameraFrame:
     :param init_cam_t: [P, 3] body-to-camera translation of the estimate, metres.
     :param gt_joints: [P, 24, 3] true SMPL joints in this camera's frame, metres.
     :param init_joints: [P, 24, 3] joints of the regression estimate, same frame.
+    :param world_to_camera: [4, 4] extrinsics: ``p_cam = R p_world + t``.
+    :param gt_pose_aa: [P, 72] true pose, axis-angle, root in this camera's frame.
+    :param gt_cam_t: [P, 3] true body-to-camera translation, metres.
     """
 
     camera: str
@@ -52,6 +65,9 @@ class CameraFrame:
     init_cam_t: np.ndarray
     gt_joints: np.ndarray
     init_joints: np.ndarray
+    world_to_camera: Optional[np.ndarray] = None
+    gt_pose_aa: Optional[np.ndarray] = None
+    gt_cam_t: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass
@@ -72,8 +88,8 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
                 image_hw: Tuple[int, int] = (48, 64), focal_px: float = 60.0,
                 fps: float = 10.0, start_ns: int = 1_700_000_000_000_000_000,
                 camera_yaw_deg: float = 35.0, keypoint_noise_px: float = 0.3,
-                perturb_std_rad: float = 0.12, perturb_trans_m: Tuple[float, float] = (0.05, 0.3)
-                ) -> List[Frame]:
+                perturb_std_rad: float = 0.12, perturb_trans_m: Tuple[float, float] = (0.05, 0.3),
+                pose_motion_rad: float = 0.0, motion_hz: float = 0.5) -> List[Frame]:
     """
     Generate frames of people walking slowly, seen by several cameras.
 
@@ -90,6 +106,9 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
     :param keypoint_noise_px: keypoint pixel noise.
     :param perturb_std_rad: pose error of the estimate per joint.
     :param perturb_trans_m: ``(xy, z)`` translation error of the estimate, metres.
+    :param pose_motion_rad: amplitude of a smooth sinusoidal swing of every body joint
+        (0: a fixed pose, the default).
+    :param motion_hz: frequency of that swing.
     :return: the frames.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -110,6 +129,13 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
     velocity = 0.3 * torch.stack((randn(num_people), torch.zeros(num_people),
                                   randn(num_people)), dim=1)
     centre = pelvis_w.mean(dim=0)
+    if pose_motion_rad > 0:
+        # A separate stream: the default (static-pose) output must not change.
+        motion_gen = torch.Generator().manual_seed(seed + 1)
+        axes = torch.nn.functional.normalize(
+            torch.randn(num_people, 23, 3, generator=motion_gen, dtype=torch.float64), dim=-1)
+        phases = 2 * math.pi * torch.rand(num_people, 23, 1, generator=motion_gen,
+                                          dtype=torch.float64)
     poses = []
     for index in range(len(cameras)):
         yaw = math.radians(camera_yaw_deg) * ((index + 1) // 2) * (1 if index % 2 else -1)
@@ -118,12 +144,17 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
     frames = []
     for frame in range(num_frames):
         time_s = frame / fps
+        pose_t = rotmats
+        if pose_motion_rad > 0:
+            swing = pose_motion_rad * torch.sin(2 * math.pi * motion_hz * time_s + phases)
+            pose_t = rotmats.clone()
+            pose_t[:, 1:] = rotmats[:, 1:] @ axis_angle_to_matrix(axes * swing)
         views = []
         for cam_index, name in enumerate(cameras):
             rot, trans = poses[cam_index]
             pelvis_c = (pelvis_w + velocity * time_s) @ rot.T + trans
-            rot_c = rotmats.clone()
-            rot_c[:, 0] = rot @ rotmats[:, 0]
+            rot_c = pose_t.clone()
+            rot_c[:, 0] = rot @ pose_t[:, 0]
             cam_t = pelvis_c - rest_pelvis
             with torch.no_grad():
                 out = body(rot_c.to(dtype), betas.to(dtype))
@@ -150,6 +181,60 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
                 keypoints=torch.cat((kp2d, conf[..., None]), -1).numpy(),
                 init_pose_aa=matrix_to_axis_angle(init_rot).reshape(num_people, 72).numpy(),
                 init_betas=betas.numpy().copy(), init_cam_t=init_t.numpy(),
-                gt_joints=gt_joints.numpy(), init_joints=init_joints.numpy()))
+                gt_joints=gt_joints.numpy(), init_joints=init_joints.numpy(),
+                world_to_camera=_transform(rot, trans),
+                gt_pose_aa=matrix_to_axis_angle(rot_c).reshape(num_people, 72).numpy(),
+                gt_cam_t=cam_t.numpy().copy()))
         frames.append(Frame(stamp_ns=start_ns + int(round(time_s * 1e9)), views=views))
     return frames
+
+
+def _transform(rot: torch.Tensor, trans: torch.Tensor) -> np.ndarray:
+    """[4, 4] float64 homogeneous transform of [3, 3] ``rot`` and [3] ``trans``."""
+    out = np.eye(4)
+    out[:3, :3] = rot.numpy()
+    out[:3, 3] = trans.numpy()
+    return out
+
+
+def frame_observations(frame: Frame, cond_dim: int, views: Optional[Sequence[int]] = None,
+                       people: Optional[Sequence[int]] = None,
+                       dtype: torch.dtype = torch.float32) -> Observations:
+    """
+    Refiner inputs of one synchronised frame: one row per (person, view).
+
+    Rows are person-major (all views of person 0, then person 1, ...); ``view_group`` is
+    the person, ``world_to_camera`` the row's camera extrinsics, features are zeros.
+
+    :param frame: a frame of :func:`make_stream`.
+    :param cond_dim: feature size C of the denoiser.
+    :param views: indices of the cameras to use (default all).
+    :param people: indices of the people to use (default all).
+    :param dtype: floating dtype.
+    :return: observations with B = people x views rows.
+    """
+    views = list(range(len(frame.views))) if views is None else list(views)
+    people = list(range(len(frame.views[0].track_ids))) if people is None else list(people)
+    cols = {key: [] for key in ('rot', 'betas', 't', 'kp', 'f', 'c', 'hw', 'group', 'w2c')}
+    for person in people:
+        for view in views:
+            cam = frame.views[view]
+            height, width = cam.image.shape[:2]
+            cols['rot'].append(axis_angle_to_matrix(
+                torch.from_numpy(cam.init_pose_aa[person]).reshape(24, 3)))
+            cols['betas'].append(torch.from_numpy(cam.init_betas[person]))
+            cols['t'].append(torch.from_numpy(cam.init_cam_t[person]))
+            cols['kp'].append(torch.from_numpy(cam.keypoints[person]))
+            cols['f'].append(torch.tensor([cam.k[0, 0], cam.k[1, 1]]))
+            cols['c'].append(torch.tensor([cam.k[0, 2], cam.k[1, 2]]))
+            cols['hw'].append(torch.tensor([float(height), float(width)]))
+            cols['group'].append(person)
+            cols['w2c'].append(torch.from_numpy(cam.world_to_camera))
+    stack = lambda key: torch.stack(cols[key]).to(dtype)  # noqa: E731
+    rows = len(cols['group'])
+    return Observations(
+        init_rotmats=stack('rot'), init_betas=stack('betas'),
+        cond=torch.zeros(rows, cond_dim, dtype=dtype), init_cam_t=stack('t'),
+        keypoints_2d=stack('kp'), keypoint_layout='body25', focal_px=stack('f'),
+        center_px=stack('c'), image_size=stack('hw'),
+        view_group=torch.tensor(cols['group'], dtype=torch.long), world_to_camera=stack('w2c'))

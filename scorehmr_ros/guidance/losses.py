@@ -89,3 +89,21 @@ def temporal_smoothness_loss(pose_6d: torch.Tensor, prev_row: torch.Tensor) -> t
     prev = pose_6d[prev_row.clamp_min(0)]
     diff_sq = ((pose_6d - prev) ** 2).sum(dim=-1)
     return torch.where(has_prev, diff_sq, torch.zeros_like(diff_sq))
+
+
+def temporal_target_loss(pose_6d: torch.Tensor, target_6d: torch.Tensor,
+                         weight: torch.Tensor) -> torch.Tensor:
+    """
+    Pull toward a frozen pose: ``weight * ||x - target||^2`` per row.
+
+    The online sliding-window mode's temporal term: with earlier frames of the window
+    frozen, ``w1 ||x_k - x_{k-1}||^2 + w2 ||x_k - 2 x_{k-1} + x_{k-2}||^2`` equals, up to a
+    constant, ``(w1 + w2) ||x_k - (w1 x_{k-1} + w2 (2 x_{k-1} - x_{k-2})) / (w1 + w2)||^2``,
+    so one target and one weight per row carry both orders.
+
+    :param pose_6d: [N, 144] 6D pose of every row.
+    :param target_6d: [N, 144] frozen targets.
+    :param weight: [N] weights (0: no pull).
+    :return: [N] loss per row.
+    """
+    return weight * ((pose_6d - target_6d) ** 2).sum(dim=-1)
