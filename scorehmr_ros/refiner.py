@@ -432,10 +432,10 @@ class Refiner:
         if loop is None:
             loop = FusedKeypointLoop(self.schedule, self._folded(), self.joints_body,
                                      kp['layout'], self.config.guidance, cfg.early_stopping,
-                                     cfg.early_stop_tol, compile=True)
+                                     cfg.early_stop_tol, compile=True,
+                                     steps_per_call=self.config.engine.steps_per_call)
             self._fused_loops[key] = loop
-        # Timesteps as device tensors: one compiled graph serves every step.
-        steps = {t: torch.tensor([t], device=self.device) for t in grid}
+        inversion, sampling = list(inversion_pairs(grid)), list(sampling_pairs(grid))
         prep = loop.folded.prepare(cond)
         state = initial_state(x_start, translation)
         # Guards are checked (and graphs compiled) on the first outer iteration; later
@@ -443,9 +443,7 @@ class Refiner:
         # evaluation (~0.2 ms per call here) is skipped.
         for outer in range(self._outer_iters):
             with torch.compiler.set_stance(skip_guard_eval_unsafe=outer > 0):
-                x_t = state.x_t
-                for t, t_next in inversion_pairs(grid):
-                    x_t = loop.invert(x_t, steps[t], steps[t_next], prep)
+                x_t = loop.invert_sweep(state.x_t, inversion, prep)
                 if outer == 0 and cfg.num_samples > 1:
                     gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
                     noise = torch.randn(x_t.shape, generator=gen, device=self.device,
@@ -454,9 +452,7 @@ class Refiner:
                                   % cfg.num_samples) > 0
                     x_t = torch.where(noise_rows[:, None],
                                       self.schedule.q_sample(x_start, grid[-1], noise), x_t)
-                state = state._replace(x_t=x_t)
-                for t, t_next in sampling_pairs(grid):
-                    state = loop.guided(state, steps[t], steps[t_next], prep, rest, kp)
+                state = loop.guided_sweep(state._replace(x_t=x_t), sampling, prep, rest, kp)
         stopped = state.stopped[:, None]
         x0 = torch.where(stopped, state.cached_x0, state.x0)
         translation = torch.where(stopped, state.cached_trans, state.trans)

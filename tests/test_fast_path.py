@@ -233,3 +233,39 @@ def test_reduced_precision_products_stay_within_their_bound(dtype, bound):
             assert err.abs().max() > 0  # the products really ran in reduced precision
     with pytest.raises(ValueError, match="implemented by the 'folded' backend"):
         RefinerConfig().replace(engine={'precision': 'bfloat16'})
+
+
+def test_chunked_sweeps_equal_one_step_per_call(body):
+    # engine.steps_per_call: K steps per call must be the same arithmetic as K calls,
+    # including a remainder chunk (5 pairs = 2 + 2 + 1 and 4 + 1). Eager (compile off)
+    # so that the chunk planning is tested without minutes of compilation.
+    from scorehmr_ros.diffusion.schedule import inversion_pairs, sampling_pairs, timestep_grid
+    from scorehmr_ros.guidance.fused_loop import FusedKeypointLoop, initial_state
+    from scorehmr_ros.refiner import _Rows
+
+    refiner = Refiner(RefinerConfig().replace(engine={'backend': 'folded', 'body': 'joints'}),
+                      denoiser=net(DenoiserConfig()), body=body)
+    obs = make_scene(body, SceneSpec(num_people=2, cond_dim=3072), seed=7).obs
+    kp = refiner._keypoint_setup(obs, _Rows(obs, 1, refiner.device, refiner.dtype))
+    rest = refiner.joints_body.rest(obs.init_betas)
+    grid = timestep_grid(10, 2)
+    x = refiner.encode(obs.init_rotmats, obs.init_betas)
+    results = []
+    for k in (1, 2, 4):
+        loop = FusedKeypointLoop(refiner.schedule, refiner._folded(), refiner.joints_body,
+                                 'body25', refiner.config.guidance, 'relative', 1e-5,
+                                 compile=False, steps_per_call=k)
+        prep = loop.folded.prepare(obs.cond)
+        x_tau = loop.invert_sweep(x, list(inversion_pairs(grid)), prep)
+        state = loop.guided_sweep(initial_state(x_tau, obs.init_cam_t),
+                                  list(sampling_pairs(grid)), prep, rest, kp)
+        results.append((x_tau, state))
+    for x_tau, state in results[1:]:
+        assert torch.equal(x_tau, results[0][0])
+        for got, want in zip(state, results[0][1]):
+            assert torch.equal(got, want)
+    assert int(results[0][1].step) == 5
+    with pytest.raises(ValueError, match='steps_per_call'):
+        RefinerConfig().replace(engine={'steps_per_call': 0})
+    with pytest.raises(ValueError, match='not consecutive'):
+        loop.invert_sweep(x, [(0, 2), (4, 6)], prep)
