@@ -235,12 +235,7 @@ class OutputCollector:
 
         :return: the final value of ``condition()``.
         """
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            self.executor.spin_once(timeout_sec=0.05)
-        return condition()
+        return spin_until(self.executor, condition, timeout_s)
 
     def bodies_by_key(self) -> Dict:
         """Received ``SmplBodyArray`` messages by ``(stamp_ns, frame_id)`` (newest wins)."""
@@ -260,6 +255,25 @@ class OutputCollector:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
+
+
+def spin_until(executor, condition: Callable[[], bool], timeout_s: float,
+               step_s: float = 0.05) -> bool:
+    """
+    Spin an executor until ``condition()`` holds or ``timeout_s`` passes.
+
+    :param executor: rclpy executor with the subscribing node.
+    :param condition: checked between spins.
+    :param timeout_s: longest wait, seconds.
+    :param step_s: longest single spin, seconds.
+    :return: the final value of ``condition()``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        executor.spin_once(timeout_sec=step_s)
+    return condition()
 
 
 def convert_stamp(stamp) -> int:

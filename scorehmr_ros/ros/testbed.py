@@ -37,6 +37,7 @@ from visualization_msgs.msg import MarkerArray
 import yaml
 
 from scorehmr_ros.ros import convert
+from scorehmr_ros.ros.replay import spin_until
 
 REPO = Path(__file__).resolve().parents[2]
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
@@ -184,12 +185,7 @@ class Testbed:
 
         :return: the final value of ``condition()``.
         """
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            self.executor.spin_once(timeout_sec=0.02)
-        return condition()
+        return spin_until(self.executor, condition, timeout_s, step_s=0.02)
 
     def spin_for(self, duration_s: float) -> None:
         """Spin (receive outputs) for ``duration_s`` seconds."""
