@@ -12,6 +12,11 @@ joints, metres, camera frame), the true ``betas`` and ``root_pose.position`` = p
 synthetic stream keeps no true joint rotations, so ``local_rotations`` and
 ``root_pose.orientation`` are identity placeholders, not ground truth.
 
+The cameras' extrinsics are on ``/tf_static`` (``tf2_msgs/msg/TFMessage``, logged just
+before the first frame): one transform per camera from :data:`~scorehmr_ros.synthetic_stream
+.WORLD_FRAME` to its optical frame, so that a replay gives the node its extrinsics without
+a calibration file (the player publishes ``/tf_static`` transient local).
+
 Header stamps are the capture times (camera ``i`` jittered by a few milliseconds, as
 unsynchronised cameras are); the bag's log times are the capture time for images and
 camera infos and :data:`DETECTION_DELAY_NS` later for the detections (a detector runs after
@@ -46,6 +51,9 @@ IMAGE = 'sensor_msgs/msg/Image'
 CAMERA_INFO = 'sensor_msgs/msg/CameraInfo'
 DETECTIONS = 'scorehmr_ros_msgs/msg/PersonDetectionArray'
 BODIES = 'scorehmr_ros_msgs/msg/SmplBodyArray'
+TF_MESSAGE = 'tf2_msgs/msg/TFMessage'
+#: Topic of the cameras' static transforms.
+TF_STATIC_TOPIC = '/tf_static'
 FEATURE_DIM = 3072
 #: Detection score (a float32 value, so that a written record equals its read-back).
 SCORE = float(np.float32(0.9))
@@ -171,8 +179,26 @@ def _ground_truth(typestore: Typestore, view, header):
     return types[BODIES](header=header, bodies=bodies)
 
 
+def _camera_transforms(typestore: Typestore, frame, stamp_ns: int):
+    """``TFMessage``: world -> each camera's optical frame (the camera pose)."""
+    from scorehmr_ros.fusion.calibration import camera_pose
+    from scorehmr_ros.synthetic_stream import WORLD_FRAME
+    types = typestore.types
+    transforms = []
+    for view in frame.views:
+        translation, quat = camera_pose(view.world_to_camera)
+        transforms.append(types['geometry_msgs/msg/TransformStamped'](
+            header=_header(typestore, stamp_ns, WORLD_FRAME), child_frame_id=view.frame_id,
+            transform=types['geometry_msgs/msg/Transform'](
+                translation=types['geometry_msgs/msg/Vector3'](
+                    x=float(translation[0]), y=float(translation[1]), z=float(translation[2])),
+                rotation=types['geometry_msgs/msg/Quaternion'](
+                    x=float(quat[0]), y=float(quat[1]), z=float(quat[2]), w=float(quat[3])))))
+    return types[TF_MESSAGE](transforms=transforms)
+
+
 def synthetic_records(frames: Sequence['Frame'], typestore: Typestore, jitter_ns: int = 3_000_000,
-                      seed: int = 0) -> List[BagRecord]:
+                      seed: int = 0, static_tf: bool = True) -> List[BagRecord]:
     """
     Build the messages of a synthetic stream, in log-time order.
 
@@ -181,10 +207,15 @@ def synthetic_records(frames: Sequence['Frame'], typestore: Typestore, jitter_ns
     :param jitter_ns: each camera's header stamp is the frame stamp plus a uniform integer
         offset in ``[-jitter_ns, jitter_ns]``.
     :param seed: seed of the jitter.
+    :param static_tf: also record the cameras' extrinsics on ``/tf_static`` (first).
     :return: the records (messages as rosbags dataclasses).
     """
     rng = random.Random(seed)
     records = []
+    if static_tf and frames and frames[0].views[0].world_to_camera is not None:
+        stamp_ns = frames[0].stamp_ns - jitter_ns - 1
+        records.append(BagRecord(TF_STATIC_TOPIC, stamp_ns, TF_MESSAGE,
+                                 _camera_transforms(typestore, frames[0], stamp_ns)))
     for frame in frames:
         for view in frame.views:
             stamp_ns = frame.stamp_ns + rng.randint(-jitter_ns, jitter_ns)
@@ -231,7 +262,8 @@ def write_records(path: Union[str, Path], records: Sequence[BagRecord],
 def write_synthetic_bag(path: Union[str, Path], frames: Optional[Sequence['Frame']] = None,
                         cameras: Sequence[str] = CAMERAS, num_people: int = 2,
                         num_frames: int = 5, seed: int = 0, jitter_ns: int = 3_000_000,
-                        typestore: Optional[Typestore] = None) -> List[BagRecord]:
+                        typestore: Optional[Typestore] = None, static_tf: bool = True
+                        ) -> List[BagRecord]:
     """
     Record a synthetic multi-camera stream with ground truth as a rosbag2.
 
@@ -244,6 +276,7 @@ def write_synthetic_bag(path: Union[str, Path], frames: Optional[Sequence['Frame
     :param seed: seed of the stream and of the stamp jitter.
     :param jitter_ns: per-camera stamp jitter bound, nanoseconds.
     :param typestore: type store (default :func:`make_typestore`).
+    :param static_tf: record the cameras' extrinsics on ``/tf_static``.
     :return: the records written, in order (messages as rosbags dataclasses).
     :raises BagError: the bag cannot be written.
     """
@@ -253,7 +286,7 @@ def write_synthetic_bag(path: Union[str, Path], frames: Optional[Sequence['Frame
         frames = make_stream(BodyModel.from_config(None), cameras, num_people=num_people,
                              num_frames=num_frames, seed=seed)
     typestore = typestore or make_typestore()
-    records = synthetic_records(frames, typestore, jitter_ns, seed)
+    records = synthetic_records(frames, typestore, jitter_ns, seed, static_tf)
     write_records(path, records, typestore)
     return records
 

@@ -279,7 +279,8 @@ def _cmd_demo(args) -> int:
 
         print('\nscorehmr demo, part 2: a synthetic 3-camera rosbag2 replayed through the '
               'ROS 2 node (node config: config/node.yaml, fast engine path, 2 outer '
-              'iterations)', flush=True)
+              'iterations; calibrated from the /tf_static of the bag, online temporal mode)',
+              flush=True)
         run_ros_demo(os.path.join(args.output_dir, 'ros'), out=sys.stdout,
                      num_frames=args.ros_frames)
     if not args.no_photo:

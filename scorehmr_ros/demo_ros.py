@@ -6,12 +6,17 @@ see :mod:`scorehmr_ros.bag_io`), starts the ``scorehmr`` node and ``scorehmr-rep
 subprocesses on an isolated DDS domain (this machine only, a random domain id, ROS logs
 under the output directory), collects the node's ``bodies`` and reports, per synchronised
 frame, the mean joint error (pelvis-aligned MPJPE, mm) of the regression estimate the node
-received and of its refined output. The node runs with ``use_sim_time`` on the bag's
-``/clock``. This module does not import rclpy; the collector it uses lives under
-:mod:`scorehmr_ros.ros` and is imported when the demo runs.
+received and of its refined output. By default (``fused=True``) the node runs calibrated:
+extrinsics from the bag's ``/tf_static``, one body per tracked person in the fixed frame
+``world``, online temporal mode; the report adds the absolute error in the fixed frame and
+the acceleration error over the frames. ``fused=False`` runs the uncalibrated per-camera
+output (the paper's single-view refinement per camera). The node runs with ``use_sim_time``
+on the bag's ``/clock``. This module does not import rclpy; the collector it uses lives
+under :mod:`scorehmr_ros.ros` and is imported when the demo runs.
 """
 
 import argparse
+import math
 import os
 from pathlib import Path
 import random
@@ -32,6 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: Extra node parameters of the demo (over ``config/node.yaml``): sim time from the
 #: player, every set kept (the refinement is slower than the bag on a small CPU).
 NODE_OVERRIDES = {'use_sim_time': True, 'stale_age_s': 30.0, 'camera_timeout_s': 30.0}
+#: Node parameters of the calibrated demo: extrinsics from the bag's /tf_static.
+FUSED_OVERRIDES = {'fixed_frame': 'world', 'extrinsics_from_tf': True, 'temporal': 'online',
+                   'temporal_window': 3}
 
 
 def isolated_ros_env(log_dir: Union[str, Path], domain_id: Optional[int] = None
@@ -204,13 +212,101 @@ def frame_errors(records: Sequence[bag_io.BagRecord], bodies_by_key: Dict, body=
     return results
 
 
+def _per_frame_truths(records: Sequence[bag_io.BagRecord]) -> List[List[bag_io.GroundTruth]]:
+    """Ground truth grouped per frame: frame ``k`` = every camera's ``k``-th message."""
+    per_camera: Dict[str, List[bag_io.GroundTruth]] = {}
+    for truth in bag_io.ground_truth(records):
+        per_camera.setdefault(truth.camera, []).append(truth)
+    num_frames = min(len(v) for v in per_camera.values()) if per_camera else 0
+    return [[per_camera[c][k] for c in sorted(per_camera)] for k in range(num_frames)]
+
+
+def _bag_calibration(records: Sequence[bag_io.BagRecord], fixed_frame: str, frame_ids):
+    """Camera extrinsics from the bag's ``/tf_static`` (for ground truth in the fixed frame)."""
+    from scorehmr_ros.fusion.calibration import calibration_from_transforms
+    edges = []
+    for record in records:
+        if record.topic == bag_io.TF_STATIC_TOPIC:
+            for t in record.message.transforms:
+                tr, q = t.transform.translation, t.transform.rotation
+                edges.append((t.header.frame_id, t.child_frame_id, (tr.x, tr.y, tr.z),
+                              (q.x, q.y, q.z, q.w)))
+    return calibration_from_transforms(edges, fixed_frame, {f: f for f in frame_ids})
+
+
+def fused_keys(records: Sequence[bag_io.BagRecord], fixed_frame: str = 'world'
+               ) -> List[Tuple[int, str]]:
+    """``(stamp_ns, fixed_frame)`` of each frame's fused output (newest camera stamp)."""
+    return [(max(t.stamp_ns for t in frame), fixed_frame)
+            for frame in _per_frame_truths(records)]
+
+
+def fused_errors(records: Sequence[bag_io.BagRecord], bodies_by_key: Dict,
+                 fixed_frame: str = 'world', body=None) -> Tuple[List[dict], float]:
+    """
+    Per frame, the errors of the node's fused bodies in the fixed frame.
+
+    Each body is matched to the nearest true person (track ids are the node's own).
+
+    :param records: deserialised records of the bag (ground truth and ``/tf_static``).
+    :param bodies_by_key: node output ``SmplBodyArray`` by ``(stamp_ns, frame_id)``.
+    :param fixed_frame: the node's ``fixed_frame``.
+    :param body: body model of the stream (default: the synthetic body).
+    :return: per frame a dict (``frame``, ``missing`` (bool), ``bodies``, ``views`` (max
+        views of a body), ``window`` (max window), ``before_mm`` (regression estimates,
+        pelvis-aligned, over cameras), ``after_mm`` (pelvis-aligned), ``abs_mm`` (absolute
+        mean joint error in the fixed frame), ``finite``), and the acceleration error
+        (mm/frame^2, mean over people with >= 3 frames; NaN if none).
+    """
+    from scorehmr_ros.fusion.calibration import invert_transform
+    from scorehmr_ros.metrics import accel_error_mm
+    frames = _per_frame_truths(records)
+    before = {r['frame']: r['before_mm'] for r in frame_errors(records, {}, body)}
+    calibration = _bag_calibration(records, fixed_frame, {t.frame_id for t in frames[0]}) \
+        if frames else None
+    results, tracks = [], {}
+    for k, truths in enumerate(frames):
+        # Truth in the fixed frame from the first calibrated camera.
+        truth = next(t for t in truths if t.frame_id in calibration.cameras)
+        camera_to_world = invert_transform(calibration.cameras[truth.frame_id].world_to_camera)
+        gt_world = {i: j @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
+                    for i, j in truth.joints.items()}
+        msg = bodies_by_key.get((max(t.stamp_ns for t in truths), fixed_frame))
+        after, abs_err, views, window, finite = [], [], 0, 0, True
+        for b in (msg.bodies if msg is not None else []):
+            joints = np.array([[j.x, j.y, j.z] for j in b.joints], dtype=np.float64)
+            finite = finite and bool(np.isfinite(joints).all())
+            person = min(gt_world, key=lambda i: np.linalg.norm(joints - gt_world[i],
+                                                                axis=-1).mean())
+            gt = gt_world[person]
+            after.append(float(mpjpe_mm(torch.as_tensor(joints)[None],
+                                        torch.as_tensor(gt)[None])))
+            abs_err.append(1000 * float(np.linalg.norm(joints - gt, axis=-1).mean()))
+            views, window = max(views, int(b.num_views)), max(window, int(b.num_frames))
+            tracks.setdefault(person, []).append((k, joints - joints[:1], gt - gt[:1]))
+        results.append({'frame': k, 'missing': msg is None, 'bodies': len(after),
+                        'views': views, 'window': window, 'before_mm': before.get(k, math.nan),
+                        'after_mm': float(np.mean(after)) if after else math.nan,
+                        'abs_mm': float(np.mean(abs_err)) if abs_err else math.nan,
+                        'finite': finite})
+    accel = []
+    for seq in tracks.values():
+        if len(seq) >= 3 and [f for f, _, _ in seq] == list(range(seq[0][0], seq[0][0]
+                                                                  + len(seq))):
+            pred = torch.as_tensor(np.stack([p for _, p, _ in seq]))
+            gt = torch.as_tensor(np.stack([g for _, _, g in seq]))
+            accel.append(float(accel_error_mm(pred, gt).mean()))
+    return results, float(np.mean(accel)) if accel else math.nan
+
+
 def expected_outputs(records: Sequence[bag_io.BagRecord]) -> List[Tuple[int, str]]:
     """``(stamp_ns, frame_id)`` of every camera frame of the bag (one output each)."""
     return [(t.stamp_ns, t.frame_id) for t in bag_io.ground_truth(records)]
 
 
 def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_frames: int = 5,
-                 rate: float = 0.5, timeout_s: float = 90.0, seed: int = 0) -> List[dict]:
+                 rate: float = 0.5, timeout_s: float = 90.0, seed: int = 0,
+                 fused: bool = True) -> List[dict]:
     """
     Replay a synthetic bag into the node and report per-frame accuracy.
 
@@ -220,7 +316,9 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     :param rate: playback speed factor.
     :param timeout_s: bound on the whole run after the node started.
     :param seed: seed of the stream.
-    :return: the per-frame results of :func:`frame_errors`.
+    :param fused: calibrated node (extrinsics from ``/tf_static``, online temporal mode,
+        bodies in ``world``); False: per-camera output.
+    :return: the per-frame results of :func:`fused_errors` (fused) or :func:`frame_errors`.
     :raises RuntimeError: the node or the player failed, or outputs are missing.
     """
     output_dir = Path(output_dir)
@@ -234,7 +332,11 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     out.write(f'bag: {bag} ({len(records)} messages, {num_frames} frames, '
               f'cameras {", ".join(cameras)})\n')
     env = isolated_ros_env(output_dir / 'ros_log')
-    params = write_node_params(output_dir / 'node_params.yaml', cameras, num_frames)
+    params = write_node_params(output_dir / 'node_params.yaml', cameras, num_frames,
+                               FUSED_OVERRIDES if fused else None)
+    if fused:
+        out.write("node: calibrated multi-view, extrinsics from the bag's /tf_static, "
+                  'online temporal mode (window 3), bodies in frame world\n')
     saved = {name: os.environ.get(name) for name in
              ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_LOG_DIR')}
     node_log = open(output_dir / 'node.log', 'w', encoding='utf-8')
@@ -254,11 +356,11 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
                     for t in ('image', 'camera_info', 'detections')]
         player = start_player(bag, env, rate, wait_for, player_log,
                               wait_timeout_s=max(deadline - time.monotonic(), 1.0))
-        wanted = expected_outputs(records)
+        wanted = fused_keys(records) if fused else expected_outputs(records)
         collector.spin_until(lambda: all(k in collector.bodies_by_key() for k in wanted)
                              or node.poll() is not None,
                              max(deadline - time.monotonic(), 0.0))
-        results = frame_errors(records, collector.bodies_by_key())
+        outputs = collector.bodies_by_key()
     finally:
         if collector is not None:
             collector.close()
@@ -273,6 +375,9 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
                 codes[name] = stop(child)[0]
         node_log.close()
         player_log.close()
+    if fused:
+        return _report_fused(records, outputs, codes, out, output_dir)
+    results = frame_errors(records, outputs)
     out.write('frame  cameras  bodies  before_mm  after_mm\n')
     for r in results:
         seen = len(cameras) - len(r['missing'])
@@ -289,6 +394,25 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     return results
 
 
+def _report_fused(records, outputs, codes, out: TextIO, output_dir: Path) -> List[dict]:
+    """Print the fused demo's table and summary; raise if a frame has no output."""
+    results, accel = fused_errors(records, outputs)
+    out.write('frame  views  window  bodies  before_mm  after_mm  abs_mm\n')
+    for r in results:
+        out.write(f'{r["frame"]:5d}  {r["views"]:5d}  {r["window"]:6d}  {r["bodies"]:6d}  '
+                  f'{r["before_mm"]:9.1f}  {r["after_mm"]:8.1f}  {r["abs_mm"]:6.1f}\n')
+    mean = lambda key: float(np.nanmean([r[key] for r in results]))  # noqa: E731
+    out.write(f'mean   before {mean("before_mm"):.1f} mm (regression estimates, per camera), '
+              f'after {mean("after_mm"):.1f} mm MPJPE, {mean("abs_mm"):.1f} mm absolute in '
+              f'world; Acc Err {accel:.1f} mm/frame^2; node exit {codes.get("node")}, '
+              f'player exit {codes.get("player")}\n')
+    missing = [r['frame'] for r in results if r['missing']]
+    if missing:
+        raise RuntimeError(f'no fused output for frames {missing}; see '
+                           f'{output_dir / "node.log"} and {output_dir / "player.log"}')
+    return results
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m scorehmr_ros.demo_ros --output-dir DIR``."""
     parser = argparse.ArgumentParser(prog='python -m scorehmr_ros.demo_ros',
@@ -296,8 +420,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--output-dir', default='out/demo_ros')
     parser.add_argument('--frames', type=int, default=5)
     parser.add_argument('--rate', type=float, default=0.5)
+    parser.add_argument('--per-camera', action='store_true',
+                        help='uncalibrated per-camera output instead of fused bodies')
     args = parser.parse_args(argv)
-    run_ros_demo(args.output_dir, sys.stdout, num_frames=args.frames, rate=args.rate)
+    run_ros_demo(args.output_dir, sys.stdout, num_frames=args.frames, rate=args.rate,
+                 fused=not args.per_camera)
     return 0
 
 

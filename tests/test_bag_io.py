@@ -8,7 +8,8 @@ import yaml
 
 from scorehmr_ros import bag_io
 from scorehmr_ros.body.model import BodyModel
-from scorehmr_ros.synthetic_stream import make_stream
+from scorehmr_ros.fusion.calibration import calibration_from_transforms
+from scorehmr_ros.synthetic_stream import make_stream, WORLD_FRAME
 
 CAMERAS = ('cam0', 'cam1', 'cam2')
 NUM_FRAMES = 3
@@ -47,7 +48,7 @@ def written(frames, tmp_path_factory):
 def test_every_message_reads_back_equal(written):
     path, records = written
     back = list(bag_io.read_bag(path))
-    assert len(back) == len(records) == NUM_FRAMES * len(CAMERAS) * 4
+    assert len(back) == len(records) == NUM_FRAMES * len(CAMERAS) * 4 + 1  # + /tf_static
     for index, (wrote, read) in enumerate(zip(records, back)):
         assert (read.topic, read.timestamp_ns, read.msgtype) == \
             (wrote.topic, wrote.timestamp_ns, wrote.msgtype), index
@@ -68,7 +69,8 @@ def test_bag_layout_storage_and_types(written):
     assert info['storage_identifier'] == 'mcap' and info['version'] == 9
     topics = {t['topic_metadata']['name']: (t['topic_metadata']['type'], t['message_count'])
               for t in info['topics_with_message_count']}
-    expected = {bag_io.GROUND_TRUTH_TOPIC: (bag_io.BODIES, NUM_FRAMES * len(CAMERAS))}
+    expected = {bag_io.GROUND_TRUTH_TOPIC: (bag_io.BODIES, NUM_FRAMES * len(CAMERAS)),
+                bag_io.TF_STATIC_TOPIC: (bag_io.TF_MESSAGE, 1)}
     for cam in CAMERAS:
         expected.update({f'/{cam}/image': (bag_io.IMAGE, NUM_FRAMES),
                          f'/{cam}/camera_info': (bag_io.CAMERA_INFO, NUM_FRAMES),
@@ -81,12 +83,31 @@ def test_bag_layout_storage_and_types(written):
         'RIHS01_98e677a1ca5a36370258e8d0f3c0ec76a79996129cb39b24d5302bcbcebfbb50'
 
 
+def test_tf_static_gives_the_cameras_extrinsics(frames, written):
+    path, _ = written
+    records = list(bag_io.read_bag(path))
+    assert records[0].topic == bag_io.TF_STATIC_TOPIC  # before any camera message
+    edges = [(t.header.frame_id, t.child_frame_id,
+              (t.transform.translation.x, t.transform.translation.y,
+               t.transform.translation.z),
+              (t.transform.rotation.x, t.transform.rotation.y, t.transform.rotation.z,
+               t.transform.rotation.w)) for t in records[0].message.transforms]
+    views = frames[0].views
+    calibration = calibration_from_transforms(edges, WORLD_FRAME,
+                                              {v.camera: v.frame_id for v in views})
+    assert not calibration.missing
+    for view in views:
+        np.testing.assert_allclose(calibration.cameras[view.camera].world_to_camera,
+                                   view.world_to_camera, atol=1e-9)
+
+
 def test_content_matches_the_stream(frames, written):
     path, _ = written
     back = list(bag_io.read_bag(path))
     truths = bag_io.ground_truth(back)
     assert len(truths) == NUM_FRAMES * len(CAMERAS)
-    by_key = {(r.topic, bag_io.stamp_ns(r.message.header)): r for r in back}
+    by_key = {(r.topic, bag_io.stamp_ns(r.message.header)): r for r in back
+              if r.topic != bag_io.TF_STATIC_TOPIC}
     for truth in truths:
         k = sorted({t.stamp_ns for t in truths if t.camera == truth.camera}).index(
             truth.stamp_ns)

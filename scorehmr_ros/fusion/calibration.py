@@ -163,6 +163,17 @@ def invert_transform(transform: np.ndarray) -> np.ndarray:
     return make_transform(rot.T, -rot.T @ transform[:3, 3])
 
 
+def camera_pose(world_to_camera: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """
+    Camera pose in the world as TF carries it (the inverse of the extrinsics).
+
+    :param world_to_camera: [4, 4] ``p_cam = R p_world + t``.
+    :return: ``(translation [3], quaternion_xyzw [4])`` of the camera in the world.
+    """
+    camera_to_world = invert_transform(np.asarray(world_to_camera, dtype=np.float64))
+    return camera_to_world[:3, 3].copy(), matrix_to_quaternion_xyzw(camera_to_world[:3, :3])
+
+
 def load_calibration_yaml(path: str) -> CalibrationSet:
     """
     Read a calibration YAML file (format in the module docstring).

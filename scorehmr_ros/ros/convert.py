@@ -381,6 +381,7 @@ class BodyEstimate:
     :param joint_residual_px: [24] reprojection error per joint (NaN: unobserved), or None.
     :param fit_loss: guidance objective (NaN: not refined).
     :param num_views: views that observed the body.
+    :param num_frames: frames of the temporal window behind the body (1: this frame only).
     :param iterations: guided steps that ran.
     :param latency_s: receive-to-publish seconds.
     :param refined: refinement ran.
@@ -396,6 +397,7 @@ class BodyEstimate:
     joint_residual_px: Optional[np.ndarray] = None
     fit_loss: float = math.nan
     num_views: int = 1
+    num_frames: int = 1
     iterations: int = 0
     latency_s: float = 0.0
     refined: bool = False
@@ -456,7 +458,8 @@ def build_body_array(header: Header, bodies: Sequence[BodyEstimate]
             joints=[Point(x=p[0], y=p[1], z=p[2]) for p in joints.tolist()],
             joint_confidence=confidence, joint_residual_px=residual,
             fit_loss=_known(body.fit_loss), num_views=min(int(body.num_views), 255),
-            num_frames=1, iterations=min(int(body.iterations), 65535),
+            num_frames=min(max(int(body.num_frames), 1), 65535),
+            iterations=min(int(body.iterations), 65535),
             latency_s=_known(body.latency_s), refined=bool(body.refined)))
     return SmplBodyArray(header=header, bodies=out), dropped
 

@@ -10,9 +10,17 @@ overflow and stale sets are dropped and counted). The worker refines every perso
 every camera in one batch (rows = people x cameras) and publishes:
 
 - ``bodies`` (``SmplBodyArray``), one per camera, stamp = that camera's input stamp,
-  frame = its optical frame (cameras are uncalibrated: no extrinsics yet);
-- ``/tf``: ``body_<id>`` and ``<joint>_<id>`` frames (prefixed ``<c>/`` with several
-  cameras, so that one person seen twice does not give a frame two parents);
+  frame = its optical frame (uncalibrated cameras);
+- with ``fixed_frame`` and extrinsics (``calibration_file`` and/or ``/tf_static``+``/tf``
+  with ``extrinsics_from_tf``): the calibrated cameras' people are associated across
+  views, tracked and refined as one body each (``temporal: per_frame`` or ``online``,
+  :mod:`scorehmr_ros.fusion.pipeline`); one more ``bodies`` message per set in
+  ``fixed_frame`` (``SmplBody.id`` = track id, ``num_views``, ``num_frames`` = window
+  length; the cameras used are in the per-track diagnostics). Cameras without (or with
+  stale) extrinsics keep the per-camera output (counted, said once in the log);
+- ``/tf``: ``body_<id>`` and ``<joint>_<id>`` frames (per-camera bodies are prefixed
+  ``<c>/`` with several cameras or a fixed frame, so that one person seen twice does not
+  give a frame two parents; fused bodies hang under ``fixed_frame`` unprefixed);
 - ``markers`` (``MarkerArray``: skeleton lines) and ``joint_states`` (one per body);
 - ``/diagnostics`` every ``diagnostics_period_s``: input rates, counters, latency.
 
@@ -26,6 +34,7 @@ closed on shutdown (SIGINT/SIGTERM included).
 import collections
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -47,6 +56,11 @@ from tf2_msgs.msg import TFMessage
 import torch
 from visualization_msgs.msg import MarkerArray
 
+from scorehmr_ros.fusion.calibration import CalibrationError, load_calibration_yaml
+from scorehmr_ros.fusion.extrinsics import ExtrinsicsSource, transform_edges
+from scorehmr_ros.fusion.pipeline import (CameraView, FUSION_INFO_COUNTERS,
+                                          FUSION_PROBLEM_COUNTERS, FusionPipeline)
+from scorehmr_ros.fusion.tracking import TrackerConfig
 from scorehmr_ros.observations import Observations
 from scorehmr_ros.refiner import Refiner
 from scorehmr_ros.ros import convert
@@ -62,7 +76,7 @@ INFO_COUNTERS = (
     'published',          # SmplBodyArray messages published
     'empty_detections',   # detection arrays with no person (an empty SmplBodyArray is out)
     'camera_recoveries',  # a timed-out camera (or its detector) delivers detections again
-)
+) + FUSION_INFO_COUNTERS
 #: Counters of problems (any non-zero one makes the node's diagnostics status WARN).
 PROBLEM_COUNTERS = (
     'bad_image',          # unsupported encoding, empty, bad step, data size != height x step
@@ -83,7 +97,8 @@ PROBLEM_COUNTERS = (
     'non_finite_output',  # bodies dropped because the result was not finite
     'refine_errors',      # refinement raised (the set is skipped)
     'record_errors',      # record_bag could not be written (recording stops)
-)
+    'bad_transforms',     # /tf or /tf_static transforms with NaN, non-unit rotation, ...
+) + FUSION_PROBLEM_COUNTERS
 #: Diagnostics counters (all start at 0 and are reported every period).
 COUNTERS = INFO_COUNTERS + PROBLEM_COUNTERS
 LATENCY_WINDOW = 200
@@ -139,9 +154,6 @@ class ScoreHmrNode(Node):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self.settings, self.config = declare_and_read(self)
-        if self.settings.output_frame:
-            raise ValueError('output_frame needs camera extrinsics, which this node does not '
-                             'read yet; leave it empty to publish in each camera frame')
         self.refiner = Refiner(self.config)
         self.cond_dim = self.refiner.denoiser.config.total_cond_dim
         self.get_logger().info(f'weights: {self.refiner.describe_weights()}; body: '
@@ -152,8 +164,15 @@ class ScoreHmrNode(Node):
         self.latencies_s: Deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.refine_times_s: Deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self.cameras = [_Camera(name) for name in self.settings.cameras]
-        multi = len(self.cameras) > 1
+        multi = len(self.cameras) > 1 or bool(self.settings.fixed_frame)
         self._prefix = {c.name: (c.name + '/' if multi else '') for c in self.cameras}
+        self.extrinsics, self.pipeline = self._make_fusion()
+        # Snapshots the worker leaves for the diagnostics timer (under self._lock).
+        self._fusion_counters: Dict[str, int] = {n: 0 for n in FUSION_INFO_COUNTERS
+                                                 + FUSION_PROBLEM_COUNTERS}
+        self._track_report: List[Dict[str, str]] = []
+        self._extrinsics_state: Dict[str, str] = {}
+        self._tf_lock = threading.Lock()
 
         self._first_input_s: Optional[float] = None
         self.sync = ApproximateTimeSync(
@@ -197,12 +216,66 @@ class ScoreHmrNode(Node):
                     lambda msg, f=callback, c=camera, i=index, t=topic:
                         self._on_input(f, msg, c, i, t), input_qos)
                 camera.topics[topic] = subscription.topic_name
+        if self.extrinsics is not None and self.settings.extrinsics_from_tf:
+            # As tf2_ros's TransformListener: /tf_static transient local (latched).
+            static_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                    reliability=ReliabilityPolicy.RELIABLE,
+                                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.create_subscription(TFMessage, '/tf_static',
+                                     lambda msg: self._guard(self.on_tf, msg, True), static_qos)
+            self.create_subscription(TFMessage, '/tf',
+                                     lambda msg: self._guard(self.on_tf, msg, False), tf_qos)
         self.create_timer(self.settings.diagnostics_period_s, self.on_diagnostics_timer)
         self._worker = threading.Thread(target=self._work, name='scorehmr_worker',
                                         daemon=True)
         self._worker.start()
 
+    def _make_fusion(self):
+        """Extrinsics source and fusion pipeline when ``fixed_frame`` is set, else Nones."""
+        settings = self.settings
+        if not settings.fixed_frame:
+            return None, None
+        calibration = None
+        if settings.calibration_file:
+            try:
+                calibration = load_calibration_yaml(settings.calibration_file)
+            except CalibrationError as exc:
+                raise ValueError(f'calibration_file: {exc}') from None
+        own_frames = _own_frame_pattern()
+        extrinsics = ExtrinsicsSource(
+            settings.fixed_frame, calibration, settings.extrinsics_from_tf,
+            settings.extrinsics_max_age_s,
+            ignore_child=lambda child: own_frames.fullmatch(child) is not None)
+        if calibration is None and not settings.extrinsics_from_tf:
+            self.get_logger().warning(
+                f'fixed_frame {settings.fixed_frame!r} but neither calibration_file nor '
+                'extrinsics_from_tf: no extrinsics, every camera is refined in its own frame')
+        pipeline = FusionPipeline(
+            self.refiner, settings.cameras, temporal=settings.temporal,
+            temporal_window=settings.temporal_window,
+            tracker=TrackerConfig(max_age_s=settings.tracker_max_age_s,
+                                  gate_m=settings.tracker_gate_m),
+            max_gap_s=settings.temporal_max_gap_s)
+        sources = ([f'calibration_file {settings.calibration_file}'] if calibration else []) \
+            + (['/tf_static + /tf'] if settings.extrinsics_from_tf else [])
+        self.get_logger().info(
+            f'fused bodies in {settings.fixed_frame} (extrinsics: '
+            f'{", ".join(sources) or "none"}; temporal: {settings.temporal})')
+        return extrinsics, pipeline
+
     # ------------------------------------------------------------------ callbacks
+
+    def on_tf(self, msg: TFMessage, static: bool) -> None:
+        """Store camera transforms from ``/tf_static`` or ``/tf`` (bad ones counted)."""
+        edges = list(transform_edges(
+            msg.transforms, lambda t: stamp_to_ns(t.sec, t.nanosec) * 1e-9))
+        with self._tf_lock:
+            bad = self.extrinsics.add_transforms(edges, static)
+        if bad:
+            self._count('bad_transforms', bad)
+            self.get_logger().warning(f'{bad} malformed transform(s) on '
+                                      f'{"/tf_static" if static else "/tf"} ignored',
+                                      throttle_duration_sec=5.0)
 
     def _on_input(self, callback, msg, camera: '_Camera', index: int, topic: str) -> None:
         """Record an input (with ``record_inputs``), then run its callback guarded."""
@@ -422,6 +495,10 @@ class ScoreHmrNode(Node):
             if age_s > self.settings.stale_age_s:
                 self._count('stale_dropped')
                 return
+        if self.pipeline is not None:
+            views = self._fuse(stamp_ns, views)
+            if not views:
+                return
         rows = [(view, person) for view in views for person in view['people']]
         bodies: Dict[str, List[convert.BodyEstimate]] = {v['camera']: [] for v in views}
         if rows:
@@ -436,6 +513,65 @@ class ScoreHmrNode(Node):
             self._publish(header, view['camera'], bodies[view['camera']])
             with self._lock:
                 self.latencies_s.append(latency_s)
+
+    def _fuse(self, stamp_ns: int, views: List[dict]) -> List[dict]:
+        """
+        Fuse the calibrated views, publish the bodies in ``fixed_frame``.
+
+        :return: the views left for the per-camera path (no usable extrinsics).
+        """
+        now_s = self.get_clock().now().nanoseconds * 1e-9
+        with self._tf_lock:
+            calibration = self.extrinsics.calibration(
+                {v['camera']: v['frame_id'] for v in views}, now_s)
+        camera_views = [CameraView(
+            name=v['camera'], stamp_ns=v['stamp_ns'], people=v['people'],
+            image_hw=(v['intrinsics'].height, v['intrinsics'].width),
+            k=np.array([[v['intrinsics'].fx, 0.0, v['intrinsics'].cx],
+                        [0.0, v['intrinsics'].fy, v['intrinsics'].cy], [0.0, 0.0, 1.0]]))
+            for v in views]
+        result = self.pipeline.process(camera_views, calibration)
+        fused_views = [v for v in views if v['camera'] not in result.uncalibrated]
+        if fused_views:
+            newest_received_s = max(v['received_s'] for v in fused_views)
+            stamp = max(v['stamp_ns'] for v in fused_views)
+            model = SmplBody.BODY_MODEL_SYNTHETIC if self.refiner.body.is_synthetic \
+                else SmplBody.BODY_MODEL_SMPL_NEUTRAL
+            estimates = []
+            for fused in result.bodies:
+                vertices = None
+                if self.settings.mesh_markers:
+                    with torch.no_grad():
+                        posed = self.refiner.body(
+                            torch.as_tensor(fused.rotmats[None], dtype=self.refiner.dtype),
+                            torch.as_tensor(fused.betas[None], dtype=self.refiner.dtype))
+                    vertices = posed.vertices[0].double().numpy() + fused.translation
+                estimates.append(convert.BodyEstimate(
+                    body_id=fused.track_id, rotmats=fused.rotmats, betas=fused.betas,
+                    joints=fused.joints, num_views=len(fused.cameras),
+                    num_frames=fused.window_frames, refined=fused.refined,
+                    body_model=model, vertices=vertices))
+            if result.bodies:
+                with self._lock:
+                    self.refine_times_s.append(max(b.refine_time_s for b in result.bodies))
+            latency_s = time.monotonic() - newest_received_s
+            for body in estimates:
+                body.latency_s = latency_s
+                self.pipeline.record_latency(body.body_id, latency_s)
+        # Diagnostics state first: once a consumer has the bodies, the counters that
+        # describe them are already in the next diagnostics message.
+        state = {name: 'ok' for name in calibration.cameras}
+        state.update(calibration.missing)
+        with self._lock:
+            self._fusion_counters = dict(self.pipeline.counters)
+            self._track_report = self.pipeline.track_report()
+            self._extrinsics_state.update(state)
+        if fused_views:
+            header = Header(stamp=convert.stamp_msg(stamp), frame_id=self.settings.fixed_frame)
+            self._publish(header, '', estimates)
+            with self._lock:
+                self.latencies_s.append(latency_s)
+        return [v for v in views if v['camera'] in result.uncalibrated]
 
     def _refine(self, rows, bodies):
         """Run one refinement over rows = (view, person) pairs; bodies per camera."""
@@ -493,7 +629,7 @@ class ScoreHmrNode(Node):
 
     def _publish(self, header: Header, camera: str, bodies: List[convert.BodyEstimate]
                  ) -> None:
-        prefix = self._prefix[camera]
+        prefix = self._prefix.get(camera, '')
         array, dropped = convert.build_body_array(header, bodies)
         if dropped:
             self._count('non_finite_output', dropped)
@@ -548,6 +684,9 @@ class ScoreHmrNode(Node):
         now_s = time.monotonic()
         with self._lock:
             counters = dict(self.counters)
+            counters.update(self._fusion_counters)
+            tracks = list(self._track_report)
+            extrinsics = dict(self._extrinsics_state)
             latencies = np.asarray(self.latencies_s, dtype=np.float64)
             refine_s = np.asarray(self.refine_times_s, dtype=np.float64)
             queued = len(self._queue)
@@ -568,10 +707,19 @@ class ScoreHmrNode(Node):
             rates = [KeyValue(key=f'{topic}_rate_hz', value=f'{camera.rate_hz(topic, now_s):.2f}')
                      for topic in camera.arrivals]
             rates.append(KeyValue(key='calibrated', value=str(camera.intrinsics is not None)))
+            if self.pipeline is not None:
+                rates.append(KeyValue(key='extrinsics',
+                                      value=extrinsics.get(camera.name, 'no set yet')))
             statuses.append(DiagnosticStatus(
                 level=DiagnosticStatus.OK if camera.state == OK else DiagnosticStatus.WARN,
                 name=f'{name}: camera {camera.name}', hardware_id=camera.name,
                 message=camera.state, values=rates))
+        for track in tracks:
+            statuses.append(DiagnosticStatus(
+                level=DiagnosticStatus.OK, name=f'{name}: track {track["id"]}',
+                hardware_id=self.settings.fixed_frame,
+                message=f'{track["views"]} view(s), window {track["window"]}',
+                values=[KeyValue(key=k, value=v) for k, v in track.items()]))
         return DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
                                status=statuses)
 
@@ -646,6 +794,12 @@ def main(args=None, fast_exit: bool = True) -> None:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(0)
+
+
+def _own_frame_pattern() -> 're.Pattern':
+    """Child frames this node publishes on ``/tf`` (not camera extrinsics)."""
+    names = '|'.join(re.escape(convert.joint_frame(j, 0)[:-2]) for j in range(24))
+    return re.compile(rf'(?:[^/]+/)?(?:{names})_\d+')
 
 
 def _note_signal(signum, frame) -> None:

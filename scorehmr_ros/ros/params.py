@@ -18,6 +18,7 @@ from scorehmr_ros.config import config_from_dict, config_to_dict, RefinerConfig
 #: Front ends the node has (where the 2D keypoints and the regression estimate come from).
 FRONT_ENDS = ('upstream',)
 INPUT_QOS = ('sensor_data', 'reliable')
+TEMPORAL = ('per_frame', 'online')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +30,22 @@ class NodeSettings:
         ``<camera>/detections`` relative to the node namespace.
     :param front_end: where keypoints and estimates come from: ``'upstream'`` (a
         ``PersonDetectionArray`` per camera).
-    :param output_frame: frame of the outputs; ``''`` publishes each camera's bodies in
-        its own optical frame (cameras without extrinsics).
+    :param fixed_frame: frame of the fused bodies (calibrated multi-view: one body per
+        tracked person, TF ``body_<id>`` under it); ``''`` publishes each camera's bodies
+        in its own optical frame (uncalibrated, the paper's per-view refinement).
+    :param calibration_file: camera extrinsics YAML (docs/multiview_temporal.md; its
+        ``world_frame`` must be ``fixed_frame``); ``''`` = none.
+    :param extrinsics_from_tf: read camera poses from ``/tf_static`` and ``/tf`` (chain
+        from ``fixed_frame`` to each CameraInfo frame_id) for cameras not in
+        ``calibration_file``.
+    :param extrinsics_max_age_s: a camera chain with a ``/tf`` (not static) transform
+        older than this is stale: the camera goes the per-camera path (0: never stale).
+    :param temporal: ``per_frame`` (each set refined on its own) or ``online`` (a causal
+        sliding window per track; fused bodies only).
+    :param temporal_window: frames per track window in ``online`` mode.
+    :param temporal_max_gap_s: a track unseen for longer restarts its window (counted).
+    :param tracker_max_age_s: a track unseen for longer is dropped (a new id later).
+    :param tracker_gate_m: largest 3D distance of a person to a track's prediction.
     :param slop_s: largest stamp spread of one synchronised set of cameras, seconds.
     :param sync_queue_size: messages per camera waiting for partners.
     :param max_queue: synchronised sets waiting for the refinement worker; more are
@@ -62,7 +77,15 @@ class NodeSettings:
 
     cameras: Tuple[str, ...] = ('cam0',)
     front_end: str = 'upstream'
-    output_frame: str = ''
+    fixed_frame: str = ''
+    calibration_file: str = ''
+    extrinsics_from_tf: bool = False
+    extrinsics_max_age_s: float = 1.0
+    temporal: str = 'per_frame'
+    temporal_window: int = 3
+    temporal_max_gap_s: float = 0.5
+    tracker_max_age_s: float = 1.0
+    tracker_gate_m: float = 0.5
     slop_s: float = 0.02
     sync_queue_size: int = 10
     max_queue: int = 2
@@ -87,13 +110,24 @@ class NodeSettings:
             raise ValueError(f'input_qos must be one of {INPUT_QOS}, got {self.input_qos!r}')
         if self.front_end not in FRONT_ENDS:
             raise ValueError(f'front_end must be one of {FRONT_ENDS}, got {self.front_end!r}')
-        for name in ('sync_queue_size', 'max_queue', 'max_people'):
+        if self.temporal not in TEMPORAL:
+            raise ValueError(f'temporal must be one of {TEMPORAL}, got {self.temporal!r}')
+        if not self.fixed_frame and (self.calibration_file or self.extrinsics_from_tf
+                                     or self.temporal != 'per_frame'):
+            raise ValueError('calibration_file, extrinsics_from_tf and temporal: online need '
+                             "fixed_frame (the frame of the fused bodies); got fixed_frame=''")
+        if self.fixed_frame.startswith('/'):
+            raise ValueError(f'fixed_frame must not start with "/", got {self.fixed_frame!r}')
+        for name in ('sync_queue_size', 'max_queue', 'max_people', 'temporal_window'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
         for name in ('slop_s', 'stale_age_s', 'camera_timeout_s', 'marker_lifetime_s',
-                     'max_future_s'):
+                     'max_future_s', 'extrinsics_max_age_s'):
             if getattr(self, name) < 0:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        for name in ('temporal_max_gap_s', 'tracker_max_age_s', 'tracker_gate_m'):
+            if not getattr(self, name) > 0:
+                raise ValueError(f'{name} must be > 0, got {getattr(self, name)}')
         if self.diagnostics_period_s <= 0:
             raise ValueError('diagnostics_period_s must be > 0, got '
                              f'{self.diagnostics_period_s}')

@@ -47,10 +47,15 @@ def message_class(msgtype: str):
         raise ValueError(f'message type {msgtype} is not available: {exc}') from exc
 
 
-def _qos(depth: int) -> QoSProfile:
+#: Topics replayed latched (transient local), as their original publishers do.
+LATCHED_TOPICS = ('/tf_static',)
+
+
+def _qos(depth: int, latched: bool = False) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.VOLATILE)
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched
+                      else DurabilityPolicy.VOLATILE)
 
 
 class BagPlayer:
@@ -73,7 +78,8 @@ class BagPlayer:
         for record in self.records:
             if record.topic not in self.publishers:
                 self.publishers[record.topic] = node.create_publisher(
-                    message_class(record.msgtype), record.topic, _qos(10))
+                    message_class(record.msgtype), record.topic,
+                    _qos(100, latched=True) if record.topic in LATCHED_TOPICS else _qos(10))
         self.clock_pub = node.create_publisher(Clock, '/clock', _qos(1)) if clock else None
         self.clock_period_s = 1.0 / clock_hz if clock_hz > 0 else float('inf')
         self.published = 0

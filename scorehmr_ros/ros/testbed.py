@@ -22,6 +22,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
 import numpy as np
 import rclpy
 from rclpy.context import Context
@@ -36,6 +37,7 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 import yaml
 
+from scorehmr_ros.fusion.calibration import camera_pose
 from scorehmr_ros.ros import convert
 from scorehmr_ros.ros.replay import spin_until
 
@@ -43,6 +45,10 @@ REPO = Path(__file__).resolve().parents[2]
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
+#: As tf2_ros's StaticTransformBroadcaster: latched for late subscribers.
+STATIC_TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 INPUT_TOPICS = (('image', Image), ('camera_info', CameraInfo),
                 ('detections', PersonDetectionArray))
 
@@ -168,6 +174,8 @@ class Testbed:
                 msg_type, topic, lambda msg, k=kind: self._on_output(k, msg), RELIABLE)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
                                       RELIABLE)
+        self.pub_tf_static = self.node.create_publisher(TFMessage, '/tf_static', STATIC_TF_QOS)
+        self.pub_tf = self.node.create_publisher(TFMessage, '/tf', RELIABLE)
 
     def _on_output(self, kind: str, msg) -> None:
         self.received[kind].append((time.monotonic(), msg))
@@ -230,6 +238,22 @@ class Testbed:
             raise TimeoutError(f'no /diagnostics from {self.status_prefix} in {timeout_s} s')
         return self.counters(now_s)
 
+    def status_values(self, suffix: str) -> Dict[str, str]:
+        """Key-values of the newest status named ``<node>: <suffix>`` (empty if none)."""
+        status = self._status(suffix)
+        return {} if status is None else {kv.key: kv.value for kv in status.values}
+
+    def track_statuses(self) -> Dict[str, Dict[str, str]]:
+        """Per-track statuses of the newest diagnostics message: id -> key-values."""
+        if not self.received['diagnostics']:
+            return {}
+        out = {}
+        for status in self.received['diagnostics'][-1][1].status:
+            if status.name.startswith(self.status_prefix + 'track '):
+                values = {kv.key: kv.value for kv in status.values}
+                out[values.get('id', '')] = values
+        return out
+
     def camera_state(self, camera: str) -> Optional[str]:
         """Newest diagnostics message of one camera (``'ok'``, ``'timed out'``, ...)."""
         status = self._status(f'camera {camera}')
@@ -261,6 +285,12 @@ class Testbed:
             self.publish(view.camera, 'image', image_msg(view, stamp_ns))
         if detections:
             self.publish(view.camera, 'detections', detections_msg(view, stamp_ns))
+
+    def publish_camera_tf(self, views, fixed_frame: str, stamp_ns: int = 0,
+                          static: bool = True) -> None:
+        """Publish the cameras' poses in ``fixed_frame`` on ``/tf_static`` (or ``/tf``)."""
+        msg = camera_tf_msg(views, fixed_frame, stamp_ns)
+        (self.pub_tf_static if static else self.pub_tf).publish(msg)
 
     def close(self) -> None:
         """Destroy the node and shut the context down."""
@@ -318,6 +348,28 @@ def detections_msg(view, stamp_ns: int, people: Optional[List[PersonDetection]] 
     if people is None:
         people = [person_msg(view, i) for i in range(len(view.track_ids))]
     return PersonDetectionArray(header=header(view, stamp_ns), people=people)
+
+
+def camera_tf_msg(views, fixed_frame: str, stamp_ns: int = 0) -> TFMessage:
+    """
+    Camera poses as TF: ``fixed_frame`` -> each view's optical frame.
+
+    :param views: :class:`~scorehmr_ros.synthetic_stream.CameraFrame` with
+        ``world_to_camera``.
+    :param fixed_frame: parent frame (the views' world).
+    :param stamp_ns: stamp of the transforms.
+    """
+    transforms = []
+    for view in views:
+        translation, quat = camera_pose(view.world_to_camera)
+        transforms.append(TransformStamped(
+            header=Header(stamp=convert.stamp_msg(stamp_ns), frame_id=fixed_frame),
+            child_frame_id=view.frame_id,
+            transform=Transform(translation=Vector3(x=translation[0], y=translation[1],
+                                                    z=translation[2]),
+                                rotation=Quaternion(x=quat[0], y=quat[1], z=quat[2],
+                                                    w=quat[3]))))
+    return TFMessage(transforms=transforms)
 
 
 def vm_rss_kib(pid: int) -> Optional[int]:
