@@ -16,9 +16,11 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
     ],
-    package_data={'scorehmr_ros': ['data/*.yaml']},
+    # models/: the shipped small mocap prior and its model card (read from the file system,
+    # hence not zip safe).
+    package_data={'scorehmr_ros': ['data/*.yaml', 'models/*.pt', 'models/*.md']},
     install_requires=['setuptools'],
-    zip_safe=True,
+    zip_safe=False,
     maintainer='scorehmr_ros developers',
     maintainer_email='scorehmr-ros@users.noreply.github.com',
     description='ScoreHMR score-guided diffusion for 3D human recovery as a ROS 2 node '
@@ -29,6 +31,7 @@ setup(
         'console_scripts': [
             'scorehmr = scorehmr_ros.cli:main',
             'scorehmr-node = scorehmr_ros.ros.node:main',
+            'scorehmr-detector = scorehmr_ros.ros.detector_node:main',
             'scorehmr-launch = scorehmr_ros.launcher:main',
             'scorehmr-replay = scorehmr_ros.ros.replay:main',
         ],

@@ -3,7 +3,8 @@ Multi-camera ScoreHMR node (real ROS 2 install: ``ros2 launch scorehmr_ros multi
 
 Built from the ROS-free description ``scorehmr_ros.launch_description.multicam()``, which
 the console launcher (``scorehmr-launch multicam``) runs too; ``tests/test_launch.py``
-checks that both give the same node, parameters and remappings.
+checks that both give the same nodes, parameters and remappings. ``front_end:=mediapipe``
+also starts the built-in detector node (``scorehmr-detector``) for the same cameras.
 """
 
 import os
@@ -23,6 +24,8 @@ def _nodes(context, *args, **kwargs):
               for arg in description.arguments}
     actions = []
     for spec in description.nodes:
+        if not ld.enabled(spec, values):
+            continue
         node = ld.resolve_node(spec, values)
         actions.append(Node(
             package=node['package'], executable=node['executable'], name=node['name'],
@@ -39,6 +42,7 @@ def generate_launch_description():
     declared = []
     for arg in ld.multicam().arguments:
         default = share_config if arg.name == 'params_file' else arg.default
+        extra = {'choices': list(arg.choices)} if arg.choices else {}
         declared.append(DeclareLaunchArgument(arg.name, default_value=default,
-                                              description=arg.description))
+                                              description=arg.description, **extra))
     return LaunchDescription(declared + [OpaqueFunction(function=_nodes)])

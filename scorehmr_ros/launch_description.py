@@ -16,6 +16,8 @@ from typing import Dict, List, Mapping, Tuple
 _ARG = re.compile(r'\$\(arg ([A-Za-z_][A-Za-z0-9_]*)\)')
 REPO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            'config')
+#: Values of the ``front_end`` launch argument.
+FRONT_ENDS = ('upstream', 'mediapipe')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,11 +28,13 @@ class LaunchArgument:
     :param name: argument name (``name:=value`` on the command line).
     :param default: default value (a string, as in ROS launch).
     :param description: what it sets.
+    :param choices: the allowed values (empty: any value).
     """
 
     name: str
     default: str
     description: str
+    choices: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,8 @@ class NodeSpec:
         substitutions; a value ``'$(list name)'`` is the comma-separated argument
         ``name`` as a string list).
     :param remappings: ``(from, to)`` topic remappings.
+    :param condition: ``(argument, value)``: the node starts only when that launch
+        argument has that value; empty: always.
     """
 
     package: str
@@ -58,6 +64,7 @@ class NodeSpec:
     parameter_files: Tuple[str, ...] = ()
     parameters: Tuple[Tuple[str, str], ...] = ()
     remappings: Tuple[Tuple[str, str], ...] = ()
+    condition: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +82,12 @@ class Description:
 
 def multicam() -> Description:
     """
-    Describe the multi-camera ScoreHMR node with its parameters.
+    Describe the multi-camera ScoreHMR node (and its optional detector) with parameters.
+
+    With ``front_end:=mediapipe`` the built-in detector node (``scorehmr_detector``) also
+    starts, in the same namespace, for the same cameras and with the same parameter file
+    (its ``/**`` section: ``input_qos``, ``rectified``, ``refiner.body.model_path``); it
+    publishes the ``<camera>/detections`` that the refinement node reads as usual.
 
     :return: the description behind ``launch/multicam.launch.py``.
     """
@@ -88,6 +100,11 @@ def multicam() -> Description:
         LaunchArgument('namespace', '', 'namespace of the node and its relative topics'),
         LaunchArgument('use_sim_time', 'false', 'use /clock (bag replay with --clock)'),
         LaunchArgument('bodies_topic', 'bodies', 'topic of the SmplBodyArray output'),
+        LaunchArgument('front_end', 'upstream',
+                       "where <camera>/detections come from: 'upstream' (another node "
+                       "publishes them) or 'mediapipe' (also start scorehmr_detector, the "
+                       'built-in MediaPipe Pose detector, one person per camera)',
+                       choices=FRONT_ENDS),
     )
     node = NodeSpec(
         package='scorehmr_ros', executable='scorehmr-node', module='scorehmr_ros.ros.node',
@@ -95,7 +112,13 @@ def multicam() -> Description:
         parameter_files=('$(arg params_file)',),
         parameters=(('cameras', '$(list cameras)'), ('use_sim_time', '$(arg use_sim_time)')),
         remappings=(('bodies', '$(arg bodies_topic)'),))
-    return Description(arguments=arguments, nodes=(node,))
+    detector = NodeSpec(
+        package='scorehmr_ros', executable='scorehmr-detector',
+        module='scorehmr_ros.ros.detector_node', name='scorehmr_detector',
+        namespace='$(arg namespace)', parameter_files=('$(arg params_file)',),
+        parameters=(('cameras', '$(list cameras)'), ('use_sim_time', '$(arg use_sim_time)')),
+        condition=('front_end', 'mediapipe'))
+    return Description(arguments=arguments, nodes=(node, detector))
 
 
 DESCRIPTIONS = {'multicam': multicam}
@@ -113,7 +136,25 @@ def resolve_arguments(description: Description, given: Mapping[str, str]) -> Dic
     unknown = sorted(set(given) - set(declared))
     if unknown:
         raise ValueError(f'unknown launch argument(s) {unknown}; declared: {sorted(declared)}')
+    for arg in description.arguments:
+        if arg.choices and arg.name in given and given[arg.name] not in arg.choices:
+            raise ValueError(f'launch argument {arg.name}:={given[arg.name]} is not one of '
+                             f'{list(arg.choices)}')
     return {**declared, **given}
+
+
+def enabled(node: NodeSpec, values: Mapping[str, str]) -> bool:
+    """
+    Whether a node starts with these argument values (its ``condition`` holds).
+
+    :param node: the node.
+    :param values: resolved arguments.
+    :return: True when the node has no condition or its argument has the value.
+    """
+    if not node.condition:
+        return True
+    argument, value = node.condition
+    return values[argument] == value
 
 
 def substitute(text: str, values: Mapping[str, str]):

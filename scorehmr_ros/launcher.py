@@ -57,7 +57,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         LOG.error('%s', exc)
         return 2
-    commands = [ld.command(ld.resolve_node(node, values)) for node in description.nodes]
+    commands = [ld.command(ld.resolve_node(node, values)) for node in description.nodes
+                if ld.enabled(node, values)]
     if options.dry_run:
         for argv_ in commands:
             sys.stdout.write(shlex.join(argv_) + '\n')

@@ -5,9 +5,11 @@ import pytest
 
 from scorehmr_ros.body.layouts import COCO17_JOINT_NAMES
 from scorehmr_ros.perception import images
+from scorehmr_ros.perception.boxes import (box_iou, HogPeopleDetector, HogSettings,
+                                           people_in_boxes, suppress_overlaps)
 from scorehmr_ros.perception.mediapipe_pose import (
     FOOT_LANDMARK_NAMES, mediapipe_available, MEDIAPIPE_LANDMARK_NAMES, MEDIAPIPE_TO_COCO17,
-    MEDIAPIPE_TO_FEET, MediaPipePoseDetector)
+    MEDIAPIPE_TO_FEET, MediaPipePoseDetector, PoseDetections)
 
 needs_mediapipe = pytest.mark.skipif(
     not mediapipe_available(),
@@ -86,3 +88,57 @@ def test_bad_image_array_is_refused(detector):
         detector.detect(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match='x_max > x_min'):
         detector.detect(np.zeros((10, 10, 3), np.uint8), boxes=[[5, 5, 1, 1]])
+
+
+def test_box_overlap_and_suppression_by_hand():
+    boxes = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10.5]])
+    # [0] and [1] share half of each: 50 / (100 + 100 - 50).
+    np.testing.assert_allclose(box_iou(boxes[0], boxes), [1.0, 1 / 3, 0.0, 100 / 105])
+    assert box_iou(np.array([0, 0, 0, 0.0]), boxes).tolist() == [0.0] * 4
+    scores = np.array([0.9, 0.8, 0.1, 0.95])
+    # [3] is best and swallows [0]; [1] overlaps [3] by 50/155 < 0.4 and stays.
+    assert suppress_overlaps(boxes, scores, 0.4).tolist() == [3, 1, 2]
+    assert suppress_overlaps(boxes, scores, 0.3).tolist() == [3, 2]
+    assert suppress_overlaps(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_pose_detections_select_keeps_rows_in_order():
+    det = PoseDetections(np.arange(3 * 17 * 3, dtype=np.float32).reshape(3, 17, 3),
+                         np.arange(12, dtype=np.float32).reshape(3, 4),
+                         np.array([0.2, 0.9, 0.6], np.float32),
+                         np.zeros((3, 4, 3), np.float32), np.zeros((3, 33, 4), np.float32))
+    picked = det.select([2, 0])
+    assert picked.num_people == 2 and picked.scores.tolist() == pytest.approx([0.6, 0.2])
+    assert np.array_equal(picked.keypoints, det.keypoints[[2, 0]])
+    assert det.select(det.scores > 0.5).boxes.tolist() == det.boxes[1:].tolist()
+    assert det.select([]).num_people == 0
+
+
+def test_hog_settings_are_checked():
+    with pytest.raises(ValueError, match='pyramid_scale'):
+        HogSettings(pyramid_scale=1.0)
+    with pytest.raises(ValueError, match='max_iou'):
+        HogSettings(max_iou=2.0)
+
+
+VTEST = images.sample_media_path('vtest.avi')
+
+
+@pytest.mark.skipif(VTEST is None, reason='vtest.avi of Debian opencv-doc not found '
+                    '(scripts/setup.sh extracts it into .cache/opencv-doc)')
+def test_hog_boxes_find_the_small_pedestrians_that_full_frame_mediapipe_misses(detector):
+    _, _, frame = next(images.iter_frames(VTEST, max_frames=1, stride=1))
+    height, width = frame.shape[:2]
+    assert detector.detect(frame).num_people == 0
+    boxes, weights = HogPeopleDetector().detect(frame)
+    assert len(boxes) >= 3 and (np.diff(weights) <= 0).all()
+    assert ((boxes >= 0) & (boxes <= [width - 1, height - 1] * 2)).all()
+    # Pedestrian-shaped: taller than wide, and no two kept boxes overlap much.
+    assert ((boxes[:, 3] - boxes[:, 1]) > (boxes[:, 2] - boxes[:, 0])).all()
+    for i in range(len(boxes)):
+        assert (box_iou(boxes[i], np.delete(boxes, i, axis=0)) <= 0.4).all()
+    people = people_in_boxes(detector, frame, boxes)
+    assert people.num_people >= 3 and (people.scores >= 0.5).all()
+    # Each person's keypoints lie in (the grown crop around) one of the boxes.
+    for box in people.boxes:
+        assert box_iou(box, boxes).max() > 0.2

@@ -81,6 +81,20 @@ class PoseDetections:
         """P."""
         return int(self.keypoints.shape[0])
 
+    def select(self, indices) -> 'PoseDetections':
+        """
+        Keep some people.
+
+        :param indices: [K] indices (or a [P] boolean mask) of the people to keep.
+        :return: a new result with those K people, in that order.
+        """
+        indices = np.asarray(indices)
+        if indices.dtype != bool:
+            indices = indices.astype(np.int64).reshape(-1)
+        return PoseDetections(self.keypoints[indices], self.boxes[indices],
+                              self.scores[indices], self.feet[indices],
+                              self.landmarks[indices])
+
     @staticmethod
     def empty() -> 'PoseDetections':
         """Return a result with no person."""
