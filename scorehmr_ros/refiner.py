@@ -42,7 +42,8 @@ from scorehmr_ros.guidance.fused_loop import FusedKeypointLoop, initial_state
 from scorehmr_ros.guidance.losses import (
     keypoint_reprojection_loss, multiview_consistency_loss, temporal_smoothness_loss,
     temporal_target_loss)
-from scorehmr_ros.observations import Observations
+from scorehmr_ros.observations import ObservationError, Observations
+from scorehmr_ros.perception.keypoint_features import keypoint_features
 
 LOG = logging.getLogger(__name__)
 
@@ -143,8 +144,53 @@ class Refiner:
             return (f'RANDOM denoiser weights (seed {info["seed"]}, feature size '
                     f'{info["cond_dim"]}): a plumbing check, not a trained prior')
         if info['kind'] == 'checkpoint':
-            return f'denoiser checkpoint {info["path"]} ({info["format"]})'
+            what = f'denoiser checkpoint {info["path"]} ({info["format"]})'
+            description = (info.get('meta') or {}).get('description')
+            return f'{description}: {what}' if description else what
         return info['note']
+
+    @property
+    def keypoint_cond_layout(self) -> Optional[str]:
+        """
+        Keypoint layout whose features the checkpoint is conditioned on, else None.
+
+        Set when the checkpoint's meta says ``cond_source: keypoints`` (a prior trained
+        with ``scorehmr train --cond keypoints``); :meth:`refine` then computes ``cond``
+        from the observations' keypoints itself.
+        """
+        meta = self.weights_info.get('meta') or {}
+        if meta.get('cond_source') != 'keypoints':
+            return None
+        return str(meta.get('keypoint_layout') or '') or None
+
+    def keypoint_conditioning(self, obs: Observations) -> Observations:
+        """
+        Observations with ``cond`` replaced by the features of their 2D keypoints.
+
+        Only for a checkpoint conditioned on keypoint features (:attr:`keypoint_cond_layout`);
+        otherwise ``obs`` is returned unchanged. Whatever ``cond`` held is replaced, so
+        callers may pass a placeholder such as ``torch.zeros(B, 0)``.
+
+        :param obs: inputs with ``keypoints_2d`` [B, K, 3] in the checkpoint's layout.
+        :return: the same inputs with ``cond`` [B, 3K].
+        :raises ObservationError: without keypoints, or in another layout than the one the
+            checkpoint was trained on.
+        """
+        layout = self.keypoint_cond_layout
+        if layout is None:
+            return obs
+        if obs.keypoints_2d is None:
+            raise ObservationError(
+                f'keypoints_2d: required, the denoiser ({self.weights_info.get("path")}) is '
+                f'conditioned on {layout} keypoint features')
+        if obs.keypoint_layout != layout:
+            raise ObservationError(
+                f'keypoint_layout: the denoiser ({self.weights_info.get("path")}) is '
+                f'conditioned on {layout} keypoint features, got {obs.keypoint_layout!r} '
+                f'keypoints (convert them to {layout}, or use a checkpoint trained on '
+                f'{obs.keypoint_layout})')
+        cond = keypoint_features(obs.keypoints_2d).to(obs.init_rotmats.device, torch.float32)
+        return dataclasses.replace(obs, cond=cond)
 
     def encode(self, rotmats: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
         """
@@ -189,6 +235,7 @@ class Refiner:
         if outer_iters is not None and (not isinstance(outer_iters, int) or outer_iters < 1):
             raise ValueError(f'outer_iters must be a positive int, got {outer_iters!r}')
         self._outer_iters = outer_iters or cfg.outer_iters
+        obs = self.keypoint_conditioning(obs)
         obs.validate(self.denoiser.config.total_cond_dim, need_keypoints=guide.keypoints)
         rows = _Rows(obs, cfg.num_samples, self.device, self.dtype)
         if guide.multiview and guide.multiview_mode == 'calibrated':

@@ -20,6 +20,16 @@ needs_all = pytest.mark.skipif(
 TINY = {'sampler.tau': 4, 'sampler.ddim_step': 2, 'sampler.outer_iters': 2}
 
 
+def test_demo_config_defaults_to_the_shipped_prior_and_keeps_explicit_choices():
+    from scorehmr_ros.photo_demo import DEFAULT_PRIOR, demo_config
+
+    cfg = demo_config(load_config(None))
+    assert cfg.model.checkpoint == DEFAULT_PRIOR == 'builtin:mocap_prior_coco17'
+    explicit = demo_config(load_config(None, {'model.checkpoint': '',
+                                              'body.model_path': 'x.npz'}))
+    assert explicit.model.checkpoint == '' and explicit.body.model_path == 'x.npz'
+
+
 def _write_corrupt(path):
     with open(path, 'wb') as handle:
         handle.write(b'\xff\xd8\xff\xe0 this is not really a jpeg' * 3)
@@ -85,7 +95,9 @@ def test_photo_demo_end_to_end(tmp_path):
     code = run_photo(MESSI, str(tmp_path), load_config('config/refiner.yaml', TINY), out=out)
     text = out.getvalue()
     assert code == 0, text
-    assert 'RANDOM denoiser weights' in text
+    # The embedded default: the shipped prior, named as what it is, and its samples start.
+    assert 'small open mocap prior (not the paper' in text and 'model-100.pt' in text
+    assert 'poses sampled from the prior given the keypoints' in text
     for name in ('messi5_overlay.png', 'messi5_3d.png', 'messi5_results.npz'):
         path = tmp_path / name
         assert path.is_file() and path.stat().st_size > 1000, name

@@ -23,6 +23,10 @@ from scorehmr_ros.diffusion.denoiser import Denoiser, DenoiserConfig, POSE_DIM, 
 LOG = logging.getLogger(__name__)
 
 FORMAT_NAME = 'scorehmr_ros.denoiser'
+#: Prefix of the names of checkpoints shipped inside the package (``scorehmr_ros/models/``).
+BUILTIN_PREFIX = 'builtin:'
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'models')
 FORMAT_VERSION = 1
 # Where the denoiser's parameters sit inside the released checkpoints, most specific first.
 RELEASED_PREFIXES = ('ema_model.model.', 'online_model.model.', 'model.')
@@ -36,14 +40,48 @@ def load_denoiser(path: str, map_location: str = 'cpu') -> Tuple[Denoiser, Dict[
     """
     Load a denoiser from either checkpoint format.
 
-    :param path: ``.pt`` file in the released ScoreHMR layout or the project's format.
+    :param path: ``.pt`` file in the released ScoreHMR layout or the project's format, or
+        ``builtin:NAME`` for a checkpoint shipped with the package (see
+        :func:`resolve_checkpoint`).
     :param map_location: device for the loaded tensors.
     :return: ``(denoiser in eval mode, meta dict)``; meta says which format was read.
     """
+    path = resolve_checkpoint(path)
     data = _torch_load(path, map_location)
     if isinstance(data, dict) and data.get('format') == FORMAT_NAME:
         return _load_own(path, data)
     return _load_released(path, data)
+
+
+def builtin_checkpoints() -> Dict[str, str]:
+    """
+    Checkpoints shipped inside the package.
+
+    :return: name (without the ``builtin:`` prefix) -> file path.
+    """
+    if not os.path.isdir(BUILTIN_DIR):
+        return {}
+    return {name[:-3]: os.path.join(BUILTIN_DIR, name) for name in sorted(os.listdir(BUILTIN_DIR))
+            if name.endswith('.pt')}
+
+
+def resolve_checkpoint(path: str) -> str:
+    """
+    Map ``builtin:NAME`` to the packaged file; other paths are returned unchanged.
+
+    :param path: a file path or ``builtin:NAME``.
+    :return: the file path.
+    :raises CheckpointError: for an unknown builtin name (the message lists the known ones).
+    """
+    if not str(path).startswith(BUILTIN_PREFIX):
+        return path
+    name = str(path)[len(BUILTIN_PREFIX):]
+    known = builtin_checkpoints()
+    if name not in known:
+        raise CheckpointError(
+            f'model.checkpoint {path!r}: no such builtin checkpoint; shipped: '
+            f'{", ".join(BUILTIN_PREFIX + k for k in known) or "none"} (in {BUILTIN_DIR})')
+    return known[name]
 
 
 def save_denoiser(path: str, denoiser: Denoiser, meta: Optional[Dict[str, Any]] = None) -> None:
