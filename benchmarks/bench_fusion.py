@@ -172,8 +172,10 @@ def bench_temporal(args, body) -> dict:
     print('offline', out['offline whole sequence (paper)'], flush=True)
 
     sweep = []
-    configs = [OnlineConfig(mode='window', window=w, warm_outer_iters=s, max_gap_s=10.0)
-               for w in args.windows for s in args.warm_iters]
+    configs = [OnlineConfig(mode='window', window=w, warm_outer_iters=s, max_gap_s=10.0,
+                            window_translation=trans)
+               for trans in args.window_translations for w in args.windows
+               for s in args.warm_iters]
     configs += [OnlineConfig(mode='frozen', window=3, warm_outer_iters=s, warm_start=start,
                              max_gap_s=10.0)
                 for s in args.frozen_warm_iters for start in args.warm_starts]
@@ -192,6 +194,8 @@ def bench_temporal(args, body) -> dict:
         row = dict(mode=config.mode, window=config.window,
                    warm_outer_iters=config.warm_outer_iters,
                    warm_start=config.warm_start if config.mode == 'frozen' else None,
+                   window_translation=(config.window_translation if config.mode == 'window'
+                                       else None),
                    s_per_person_frame=seconds / (args.frames * args.people),
                    **temporal_metrics([torch.stack(s) for s in seqs], gt_seq))
         sweep.append(row)
@@ -221,7 +225,11 @@ def main(argv=None) -> int:
                         help='window mode: W values')
     parser.add_argument('--warm-iters', type=int, nargs='+', default=[1, 2, 3, 5, 10],
                         help='window mode: outer iterations of calls with history')
-    parser.add_argument('--frozen-warm-iters', type=int, nargs='+', default=[2, 10])
+    parser.add_argument('--window-translations', nargs='+', default=['refined', 'regression'],
+                        choices=['refined', 'regression'],
+                        help='window mode: translation starts (OnlineConfig.window_translation)')
+    parser.add_argument('--frozen-warm-iters', type=int, nargs='*', default=[2, 10],
+                        help='frozen mode: outer iterations (none: skip the frozen mode)')
     parser.add_argument('--warm-starts', nargs='+',
                         default=['predicted', 'previous', 'regression'],
                         help='frozen mode: warm starts')
@@ -232,6 +240,7 @@ def main(argv=None) -> int:
         args.people, args.mv_frames, args.frames = 1, 1, 5
         args.windows, args.warm_iters, args.outer_iters = [2], [1], 2
         args.frozen_warm_iters, args.warm_starts = [1], ['predicted']
+        args.window_translations = ['refined']
     torch.set_num_threads(1)
     torch.manual_seed(0)
     body = make_refiner(args).body

@@ -9,7 +9,9 @@ latency of one refinement call. Two modes (``OnlineConfig.mode``):
 * ``'window'`` (default, chosen by measurement): the paper's offline refinement run on
   the last W frames only (each frame starts from its own regression estimate, keypoint
   guidance per frame, DESIGN's L_temp = sum_k ||x_{k+1} - x_k||^2 along the window), and
-  the newest frame's result is published. Causal; W rows per track and call.
+  the newest frame's result is published. Causal; W rows per track and call. The
+  translations carry over (``window_translation``): the older frames start from their
+  latest refined translation, the newest from the previous frame's.
 * ``'frozen'``: only the newest frame is refined; earlier frames are frozen at their
   refined poses. It warm-starts (``warm_start``: the window's prediction, the previous
   pose or the regression estimate) with ``warm_outer_iters`` outer iterations, and L_temp
@@ -46,6 +48,7 @@ LOG = logging.getLogger(__name__)
 
 WARM_STARTS = ('predicted', 'previous', 'regression')
 MODES = ('window', 'frozen')
+WINDOW_TRANSLATIONS = ('refined', 'regression')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +64,17 @@ class OnlineConfig:
     :param temporal_weight: weight of the pull toward the window's prediction (times
         ``guidance.rho_temporal``).
     :param max_gap_s: a track unseen for longer restarts cold.
-    :param warm_translation: warm-start the translation too (else each frame's
-        translation starts from its regression estimate: chaining the camera Adam across
-        frames lets the weakly observed depth random-walk; measured).
+    :param warm_translation: frozen mode: warm-start the translation too (else each
+        frame's translation starts from its regression estimate: chaining the camera Adam
+        across frames lets the weakly observed depth random-walk; measured).
+    :param window_translation: window mode: where each frame's translation starts.
+        ``'refined'``: the window's older frames from their latest refined translation,
+        the newest from the previous frame's; ``'regression'``: every frame from its
+        regression estimate, every call. The camera Adam moves at most ``camera_lr`` per
+        guided step, so from the regression start a call with S outer iterations can move
+        the depth by S * steps * lr (S = 5: 0.25 m) and the newest frame's root error is
+        capped by that budget; ``'refined'`` carries the translation across calls
+        (docs/multiview_temporal.md).
     """
 
     mode: str = 'window'
@@ -73,6 +84,7 @@ class OnlineConfig:
     temporal_weight: float = 1.0
     max_gap_s: float = 0.5
     warm_translation: bool = False
+    window_translation: str = 'refined'
 
     def __post_init__(self):
         for name in ('window', 'warm_outer_iters'):
@@ -84,6 +96,9 @@ class OnlineConfig:
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f'online.warm_start must be one of {WARM_STARTS}, '
                              f'got {self.warm_start!r}')
+        if self.window_translation not in WINDOW_TRANSLATIONS:
+            raise ValueError(f'online.window_translation must be one of '
+                             f'{WINDOW_TRANSLATIONS}, got {self.window_translation!r}')
         if not self.temporal_weight >= 0 or not self.max_gap_s > 0:
             raise ValueError('online.temporal_weight must be >= 0 and online.max_gap_s > 0')
 
@@ -123,12 +138,19 @@ class TrackUpdate:
 
 @dataclasses.dataclass
 class _Track:
-    """Per-track window: stamps, observations and refined poses in the track frame."""
+    """
+    Per-track window: stamps, observations and refined poses in the track frame.
+
+    ``trans`` holds each frame's translation in the track frame (world or camera) and
+    ``row_trans`` its rows' camera translations ([R, 3]); in window mode both are the
+    latest refinement of the frame (later calls re-refine the older frames).
+    """
 
     in_world: bool
     stamps: Deque[float]
     rotmats: Deque[torch.Tensor]
     trans: Deque[torch.Tensor]
+    row_trans: Deque[torch.Tensor]
     betas: torch.Tensor
     observations: Deque[Observations]
 
@@ -208,6 +230,8 @@ class OnlineTemporalRefiner:
                 batch, outer_iters=self.config.warm_outer_iters if warm else None)
             for index, (start, stop) in zip(chosen, offsets):
                 track_id, obs, stamp_s = items[index]
+                if self.config.mode == 'window' and warm:
+                    self._update_window(track_id, result, start, stop - obs.batch_size)
                 # The newest frame is the last obs.batch_size rows of the track's part.
                 out[index] = self._record(track_id, obs, float(stamp_s), result,
                                           stop - obs.batch_size, stop, prepared[index][1],
@@ -217,9 +241,14 @@ class OnlineTemporalRefiner:
     def _window_part(self, track_id, obs: Observations):
         """Build the track's last W frames as one chained part; say whether it has history."""
         track = self._tracks.get(track_id)
-        frames = list(track.observations) if track is not None else []
-        frames = frames[len(frames) - (self.config.window - 1):] if self.config.window > 1 \
-            else []
+        keep = self.config.window - 1
+        frames = list(track.observations)[-keep:] if track is not None and keep else []
+        if frames and self.config.window_translation == 'refined':
+            # Carry the translation across calls: the camera Adam's budget per call is
+            # small, and restarting every frame from its regression depth caps its error.
+            frames = [dataclasses.replace(f, init_cam_t=t.to(f.init_cam_t.dtype))
+                      for f, t in zip(frames, list(track.row_trans)[-keep:])]
+            obs = dataclasses.replace(obs, init_cam_t=self._newest_translation(track, obs))
         frames.append(obs)
         group, prev, start = [], [], 0
         for index, frame in enumerate(frames):
@@ -232,6 +261,52 @@ class OnlineTemporalRefiner:
                            for f in frames])
         part = dataclasses.replace(part, view_group=torch.cat(group), frame_prev=torch.cat(prev))
         return part, len(frames) > 1
+
+    def _newest_translation(self, track: '_Track', obs: Observations) -> torch.Tensor:
+        """
+        Start translation of the newest frame: the previous frame's refined one.
+
+        Not a line fit through the window (not measured): a walking person moves a few
+        centimetres per frame, which one call's camera steps cover.
+
+        :return: [R, 3] per row; rows without valid extrinsics keep their regression start.
+        """
+        dtype = obs.init_cam_t.dtype
+        last_t = track.trans[-1].to(dtype)
+        if not track.in_world:
+            return last_t[None].expand(obs.batch_size, 3).contiguous()
+        w2c = obs.world_to_camera.to(dtype)
+        valid = torch.isfinite(w2c).all(dim=-1).all(dim=-1)
+        safe = torch.where(valid[:, None, None], w2c, torch.eye(4, dtype=dtype))
+        rows = obs.batch_size
+        betas = track.betas.to(self.refiner.dtype)[None].expand(rows, 10)
+        rest = self.refiner.body.rest_joints(betas)[:, 0].to(dtype)
+        rot = track.rotmats[-1].to(dtype)[None].expand(rows, 24, 3, 3)
+        _, view_t = to_view(rot, last_t[None].expand(rows, 3), rest, safe[:, :3, :3],
+                            safe[:, :3, 3])
+        return torch.where(valid[:, None], view_t, obs.init_cam_t).contiguous()
+
+    def _update_window(self, track_id, result, start: int, newest: int) -> None:
+        """Store the latest refined translations of the window's older frames (rows)."""
+        track = self._tracks.get(track_id)
+        if track is None:
+            return
+        keep = self.config.window - 1
+        older = list(track.observations)[-keep:] if keep else []
+        first = len(track.observations) - len(older)
+        row = start
+        for index, frame in enumerate(older):
+            stop = row + frame.batch_size
+            if bool(result.refined[row:stop, 0].all()):
+                track.row_trans[first + index] = result.cam_t[row:stop, 0].detach().cpu()
+                if track.in_world and result.groups is not None:
+                    group = int(result.groups.row_group[row])
+                    track.trans[first + index] = result.groups.world_t[group, 0].detach().cpu()
+                elif not track.in_world:
+                    track.trans[first + index] = result.cam_t[row, 0].detach().cpu()
+            row = stop
+        if row != newest:
+            raise RuntimeError(f'track {track_id!r}: window rows {row} != newest {newest}')
 
     def _check(self, track_id, obs: Observations) -> None:
         if obs.init_cam_t is None:
@@ -328,12 +403,14 @@ class OnlineTemporalRefiner:
                                stamps=collections.deque(maxlen=self.config.window),
                                rotmats=collections.deque(maxlen=self.config.window),
                                trans=collections.deque(maxlen=self.config.window),
+                               row_trans=collections.deque(maxlen=self.config.window),
                                betas=betas[0].detach().cpu(),
                                observations=collections.deque(maxlen=self.config.window))
                 self._tracks[track_id] = track
             track.stamps.append(stamp_s)
             track.rotmats.append((world_rot if in_world else rot[0]).detach().cpu())
             track.trans.append((world_t if in_world else cam_t[0]).detach().cpu())
+            track.row_trans.append(cam_t.detach().cpu())
             track.observations.append(obs)
         return TrackUpdate(track_id=track_id, stamp_s=stamp_s, rotmats=rot, betas=betas,
                            cam_t=cam_t, refined=refined, world_rotmats=world_rot,
