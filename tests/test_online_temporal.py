@@ -273,5 +273,41 @@ def test_config_validation():
         OnlineConfig(warm_start='magic')
     with pytest.raises(ValueError, match='online.window_translation'):
         OnlineConfig(window_translation='predicted')
+    for bad in (-1.0, float('nan'), float('inf'), '3', True):
+        with pytest.raises(ValueError, match='online.rho_temporal_multiview'):
+            OnlineConfig(rho_temporal_multiview=bad)
+        with pytest.raises(ValueError, match='online.rho_temporal must'):
+            OnlineConfig(rho_temporal=bad)
     with pytest.raises(ValueError, match='outer_iters must be a positive int'):
         make_refiner(BodyModel.from_config(None)).refine(None, outer_iters=0)
+
+
+def test_multiview_tracks_use_their_own_temporal_step(body):
+    # One view keeps the paper's rho_temporal (30); tracks seen by >= 2 calibrated views
+    # use rho_temporal_multiview (3, benchmarks/bench_online_rho.py). One update_many call
+    # holding both kinds refines each with its own engine.
+    refiner = make_refiner(body, outer_iters=1, multiview=True, multiview_mode='calibrated')
+    online = OnlineTemporalRefiner(refiner, OnlineConfig(warm_outer_iters=1))
+    assert online._engines[False].config.guidance.rho_temporal == 30.0
+    assert online._engines[True].config.guidance.rho_temporal == 3.0
+    assert all(e.config.guidance.temporal and e.denoiser is refiner.denoiser
+               for e in online._engines.values())
+    frames = make_stream(body, cameras=('cam0', 'cam1'), num_people=1, num_frames=2,
+                         image_hw=(480, 640), focal_px=600.0)
+    two = [frame_observations(f, COND) for f in frames]
+    one = [frame_observations(f, COND, views=[0]) for f in frames]
+    assert online._multiview(two[0]) and not online._multiview(one[0])
+    lost = dataclasses.replace(two[0], world_to_camera=two[0].world_to_camera.clone())
+    lost.world_to_camera[1] = float('nan')
+    assert not online._multiview(lost)
+    calls = []
+    for several, engine in online._engines.items():
+        engine.refine = (lambda original, several: lambda *a, **k: calls.append(several)
+                         or original(*a, **k))(engine.refine, several)
+    for k in range(2):
+        updates = online.update_many([('a', two[k], 0.1 * k), ('b', one[k], 0.1 * k)])
+        assert [u.rotmats.shape[0] for u in updates] == [2, 1]
+    assert sorted(calls) == [False, False, True, True]
+    # The paper's value everywhere is one setting away (and None keeps the refiner's).
+    same = OnlineTemporalRefiner(refiner, OnlineConfig(rho_temporal_multiview=None))
+    assert same._engines[True].config.guidance.rho_temporal == 30.0

@@ -24,7 +24,9 @@ latency of one refinement call. Two modes (``OnlineConfig.mode``):
 
 A track unseen for more than ``max_gap_s`` (or whose stamps go backwards, e.g. a bag
 loop) restarts cold. Several tracks updating at the same instant are refined in one
-:meth:`~scorehmr_ros.refiner.Refiner.refine` call (per warm/cold kind in frozen mode).
+:meth:`~scorehmr_ros.refiner.Refiner.refine` call per kind (warm or cold; one view or
+several calibrated views, whose L_temp step sizes differ: ``rho_temporal`` and
+``rho_temporal_multiview``).
 
 Multi-view tracks: with ``world_to_camera`` in the observations and
 ``guidance.multiview_mode: calibrated``, a track's rows are the views of the person
@@ -35,6 +37,7 @@ changes); otherwise a track update must be one row (one camera).
 import collections
 import dataclasses
 import logging
+from math import inf
 from typing import Deque, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
@@ -75,6 +78,14 @@ class OnlineConfig:
         the depth by S * steps * lr (S = 5: 0.25 m) and the newest frame's root error is
         capped by that budget; ``'refined'`` carries the translation across calls
         (docs/multiview_temporal.md).
+    :param rho_temporal: step size of L_temp for tracks seen by one view (both modes);
+        None keeps the refiner's ``guidance.rho_temporal`` (the paper's 30, measured best
+        for one view).
+    :param rho_temporal_multiview: step size of L_temp for calibrated tracks seen by two
+        or more views with extrinsics (None: as ``rho_temporal``). 3 by measurement: with
+        several precise views the window's pull toward past frames costs more than it
+        smooths (the paper's 30 is worse than per-frame refinement there;
+        docs/multiview_temporal.md).
     """
 
     mode: str = 'window'
@@ -85,6 +96,8 @@ class OnlineConfig:
     max_gap_s: float = 0.5
     warm_translation: bool = False
     window_translation: str = 'refined'
+    rho_temporal: Optional[float] = None
+    rho_temporal_multiview: Optional[float] = 3.0
 
     def __post_init__(self):
         for name in ('window', 'warm_outer_iters'):
@@ -101,6 +114,13 @@ class OnlineConfig:
                              f'{WINDOW_TRANSLATIONS}, got {self.window_translation!r}')
         if not self.temporal_weight >= 0 or not self.max_gap_s > 0:
             raise ValueError('online.temporal_weight must be >= 0 and online.max_gap_s > 0')
+        for name in ('rho_temporal', 'rho_temporal_multiview'):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and not isinstance(value, bool)
+                                          and 0 <= value < inf):
+                raise ValueError(f'online.{name} must be None or a finite number >= 0, '
+                                 f'got {value!r}')
 
 
 @dataclasses.dataclass
@@ -169,12 +189,26 @@ class OnlineTemporalRefiner:
         self._tracks: Dict[Hashable, _Track] = {}
         guide = refiner.config.guidance
         self._calibrated = guide.multiview and guide.multiview_mode == 'calibrated'
-        if config.mode == 'window' and not guide.temporal:
+        single = guide.rho_temporal if config.rho_temporal is None else config.rho_temporal
+        multi = single if config.rho_temporal_multiview is None \
+            else config.rho_temporal_multiview
+        # One engine per step size (a refine call has one); both share denoiser and body.
+        self._engines = {False: self._derive(refiner, float(single)),
+                         True: self._derive(refiner, float(multi))}
+
+    def _derive(self, refiner: Refiner, rho_temporal: float) -> Refiner:
+        """Derive the engine: the window's temporal loss on, the given step size."""
+        guide = refiner.config.guidance
+        changes = {}
+        if self.config.mode == 'window' and not guide.temporal:
             # The window is refined with the temporal loss: same engine, temporal on.
-            self._engine = Refiner(refiner.config.replace(guidance={'temporal': True}),
-                                   denoiser=refiner.denoiser, body=refiner.body)
-        else:
-            self._engine = refiner
+            changes['temporal'] = True
+        if rho_temporal != guide.rho_temporal:
+            changes['rho_temporal'] = rho_temporal
+        if not changes:
+            return refiner
+        return Refiner(refiner.config.replace(guidance=changes), denoiser=refiner.denoiser,
+                       body=refiner.body)
 
     @property
     def track_ids(self) -> List[Hashable]:
@@ -220,13 +254,16 @@ class OnlineTemporalRefiner:
             else:
                 prepared.append(self._prepare(track_id, obs, float(stamp_s)))
         out: List[Optional[TrackUpdate]] = [None] * len(items)
-        # One call per kind: tracks with history run warm_outer_iters, new tracks S_max.
-        for warm in (False, True):
-            chosen = [i for i, part in enumerate(prepared) if part[1] == warm]
+        multi = [self._multiview(obs) for _, obs, _ in items]
+        # One call per kind: tracks with history run warm_outer_iters, new tracks S_max;
+        # tracks seen by several calibrated views use their own rho_temporal.
+        for warm, several in ((False, False), (False, True), (True, False), (True, True)):
+            chosen = [i for i, part in enumerate(prepared)
+                      if part[1] == warm and multi[i] == several]
             if not chosen:
                 continue
             batch, offsets = _concat([prepared[i][0] for i in chosen])
-            result = self._engine.refine(
+            result = self._engines[several].refine(
                 batch, outer_iters=self.config.warm_outer_iters if warm else None)
             for index, (start, stop) in zip(chosen, offsets):
                 track_id, obs, stamp_s = items[index]
@@ -237,6 +274,13 @@ class OnlineTemporalRefiner:
                                           stop - obs.batch_size, stop, prepared[index][1],
                                           restarted[index])
         return out
+
+    def _multiview(self, obs: Observations) -> bool:
+        """Whether a track's rows are two or more calibrated views (finite extrinsics)."""
+        if not self._calibrated or obs.world_to_camera is None or obs.batch_size < 2:
+            return False
+        valid = torch.isfinite(obs.world_to_camera).all(dim=-1).all(dim=-1)
+        return int(valid.sum()) >= 2
 
     def _window_part(self, track_id, obs: Observations):
         """Build the track's last W frames as one chained part; say whether it has history."""

@@ -16,7 +16,9 @@ fixed frame. Per set:
    restarts cold).
 4. Per track, ``temporal: per_frame`` refines all people in one calibrated multi-view
    call; ``temporal: online`` runs :class:`~scorehmr_ros.fusion.online
-   .OnlineTemporalRefiner` (window ``temporal_window``). The result is one body per
+   .OnlineTemporalRefiner` (window ``temporal_window``; L_temp step size
+   ``OnlineConfig.rho_temporal_multiview`` = 3 for tracks seen by two or more views, the
+   paper's 30 for one: measured, docs/multiview_temporal.md). The result is one body per
    track in the fixed frame (root rotation and translation in it), with the cameras used
    and the window length.
 
