@@ -4,8 +4,9 @@ A rosbag2 recording of the synthetic multi-camera stream, written and read witho
 :func:`write_synthetic_bag` records what :func:`scorehmr_ros.synthetic_stream.make_stream`
 generates, per camera ``<c>``: ``/<c>/camera_info`` (``sensor_msgs/msg/CameraInfo``),
 ``/<c>/image`` (``sensor_msgs/msg/Image``, mono8) and ``/<c>/detections``
-(``scorehmr_ros_msgs/msg/PersonDetectionArray``: BODY_25 keypoints + regression estimate
-per person). Ground truth is in the bag too, on :data:`GROUND_TRUTH_TOPIC`: one
+(``scorehmr_ros_msgs/msg/PersonDetectionArray``: keypoints in the stream's layout, BODY_25
+by default, + regression estimate per person, + zero features of ``features_dim``). Ground
+truth is in the bag too, on :data:`GROUND_TRUTH_TOPIC`: one
 ``scorehmr_ros_msgs/msg/SmplBodyArray`` per frame and camera, with that camera's header
 (stamp and optical frame) and per person ``id`` = track id, the true ``joints`` (24 SMPL
 joints, metres, camera frame), the true ``betas`` and ``root_pose.position`` = pelvis. The
@@ -140,7 +141,7 @@ def _image(typestore: Typestore, view, header):
         is_bigendian=0, step=image.shape[1], data=image.ravel())
 
 
-def _detections(typestore: Typestore, view, header):
+def _detections(typestore: Typestore, view, header, features_dim: int = FEATURE_DIM):
     person_type = typestore.types['scorehmr_ros_msgs/msg/PersonDetection']
     people = []
     for p, track_id in enumerate(view.track_ids):
@@ -149,12 +150,12 @@ def _detections(typestore: Typestore, view, header):
         bbox = np.concatenate((seen.min(0), seen.max(0))) if len(seen) else np.zeros(4)
         people.append(person_type(
             track_id=int(track_id), score=SCORE, bbox_xyxy=bbox.astype(np.float32),
-            keypoint_layout='body25', keypoints_xy=keypoints[:, :2].ravel(),
+            keypoint_layout=view.keypoint_layout, keypoints_xy=keypoints[:, :2].ravel(),
             keypoint_confidence=keypoints[:, 2].copy(),
             init_pose_aa=np.asarray(view.init_pose_aa[p], dtype=np.float32),
             init_betas=np.asarray(view.init_betas[p], dtype=np.float32),
             init_cam_t=np.asarray(view.init_cam_t[p], dtype=np.float32),
-            features=np.zeros(FEATURE_DIM, dtype=np.float32), regressor='synthetic'))
+            features=np.zeros(features_dim, dtype=np.float32), regressor='synthetic'))
     return typestore.types[DETECTIONS](header=header, people=people)
 
 
@@ -166,7 +167,7 @@ def _ground_truth(typestore: Typestore, view, header):
     for p, track_id in enumerate(view.track_ids):
         joints = np.asarray(view.gt_joints[p], dtype=np.float64)
         bodies.append(body_type(
-            id=int(track_id), body_model='synthetic',
+            id=int(track_id), body_model=view.body_model,
             local_rotations=[quat(x=0.0, y=0.0, z=0.0, w=1.0) for _ in range(24)],
             root_pose=types['geometry_msgs/msg/Pose'](
                 position=point(x=joints[0, 0], y=joints[0, 1], z=joints[0, 2]),
@@ -198,7 +199,8 @@ def _camera_transforms(typestore: Typestore, frame, stamp_ns: int):
 
 
 def synthetic_records(frames: Sequence['Frame'], typestore: Typestore, jitter_ns: int = 3_000_000,
-                      seed: int = 0, static_tf: bool = True) -> List[BagRecord]:
+                      seed: int = 0, static_tf: bool = True,
+                      features_dim: int = FEATURE_DIM) -> List[BagRecord]:
     """
     Build the messages of a synthetic stream, in log-time order.
 
@@ -208,6 +210,8 @@ def synthetic_records(frames: Sequence['Frame'], typestore: Typestore, jitter_ns
         offset in ``[-jitter_ns, jitter_ns]``.
     :param seed: seed of the jitter.
     :param static_tf: also record the cameras' extrinsics on ``/tf_static`` (first).
+    :param features_dim: length of each detection's (zero) feature vector; 0 sends none
+        (a denoiser conditioned on keypoint features builds its own).
     :return: the records (messages as rosbags dataclasses).
     """
     rng = random.Random(seed)
@@ -226,7 +230,7 @@ def synthetic_records(frames: Sequence['Frame'], typestore: Typestore, jitter_ns
                           _camera_info(typestore, view, header)),
                 BagRecord(f'/{cam}/image', stamp_ns, IMAGE, _image(typestore, view, header)),
                 BagRecord(f'/{cam}/detections', stamp_ns + DETECTION_DELAY_NS, DETECTIONS,
-                          _detections(typestore, view, header)),
+                          _detections(typestore, view, header, features_dim)),
                 BagRecord(GROUND_TRUTH_TOPIC, stamp_ns + GROUND_TRUTH_DELAY_NS, BODIES,
                           _ground_truth(typestore, view, header))]
     # Stable sort: equal log times keep the order above (camera_info before image).
@@ -262,8 +266,8 @@ def write_records(path: Union[str, Path], records: Sequence[BagRecord],
 def write_synthetic_bag(path: Union[str, Path], frames: Optional[Sequence['Frame']] = None,
                         cameras: Sequence[str] = CAMERAS, num_people: int = 2,
                         num_frames: int = 5, seed: int = 0, jitter_ns: int = 3_000_000,
-                        typestore: Optional[Typestore] = None, static_tf: bool = True
-                        ) -> List[BagRecord]:
+                        typestore: Optional[Typestore] = None, static_tf: bool = True,
+                        features_dim: int = FEATURE_DIM) -> List[BagRecord]:
     """
     Record a synthetic multi-camera stream with ground truth as a rosbag2.
 
@@ -277,6 +281,7 @@ def write_synthetic_bag(path: Union[str, Path], frames: Optional[Sequence['Frame
     :param jitter_ns: per-camera stamp jitter bound, nanoseconds.
     :param typestore: type store (default :func:`make_typestore`).
     :param static_tf: record the cameras' extrinsics on ``/tf_static``.
+    :param features_dim: length of each detection's (zero) feature vector (0: none).
     :return: the records written, in order (messages as rosbags dataclasses).
     :raises BagError: the bag cannot be written.
     """
@@ -286,7 +291,7 @@ def write_synthetic_bag(path: Union[str, Path], frames: Optional[Sequence['Frame
         frames = make_stream(BodyModel.from_config(None), cameras, num_people=num_people,
                              num_frames=num_frames, seed=seed)
     typestore = typestore or make_typestore()
-    records = synthetic_records(frames, typestore, jitter_ns, seed, static_tf)
+    records = synthetic_records(frames, typestore, jitter_ns, seed, static_tf, features_dim)
     write_records(path, records, typestore)
     return records
 

@@ -262,9 +262,10 @@ def _cmd_demo(args) -> int:
     import importlib.util
     import os
 
-    from scorehmr_ros.demo import run_demo
+    from scorehmr_ros.demo import embedded_default, run_demo
 
-    config = _config(args)
+    # Unset weights/body: the embedded default (shipped prior, anny body); --set wins.
+    config = embedded_default(_config(args))
     code = run_demo(config, num_people=args.people, seed=args.seed,
                     output_dir=args.output_dir, out=sys.stdout)
     if code:
@@ -279,10 +280,10 @@ def _cmd_demo(args) -> int:
 
         print('\nscorehmr demo, part 2: a synthetic 3-camera rosbag2 replayed through the '
               'ROS 2 node (node config: config/node.yaml, fast engine path, 2 outer '
-              'iterations; calibrated from the /tf_static of the bag, online temporal mode)',
-              flush=True)
+              'iterations, with the weights and body of part 1; calibrated from the '
+              '/tf_static of the bag, online temporal mode)', flush=True)
         run_ros_demo(os.path.join(args.output_dir, 'ros'), out=sys.stdout,
-                     num_frames=args.ros_frames)
+                     num_frames=args.ros_frames, config=config)
     if not args.no_photo:
         code = _demo_photo(args, config)
     return code

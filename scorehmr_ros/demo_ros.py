@@ -11,7 +11,11 @@ extrinsics from the bag's ``/tf_static``, one body per tracked person in the fix
 ``world``, online temporal mode; the report adds the absolute error in the fixed frame and
 the acceleration error over the frames. ``fused=False`` runs the uncalibrated per-camera
 output (the paper's single-view refinement per camera). The node runs with ``use_sim_time``
-on the bag's ``/clock``. This module does not import rclpy; the collector it uses lives
+on the bag's ``/clock``. Weights and body follow the demo's engine configuration, by default
+the embedded default (:func:`scorehmr_ros.demo.embedded_default`: the shipped prior on the
+anny body); the bag then carries COCO-17 keypoints without features (the refiner builds its
+features from the keypoints), else BODY_25 keypoints and zero features of the denoiser's
+size. This module does not import rclpy; the collector it uses lives
 under :mod:`scorehmr_ros.ros` and is imported when the demo runs.
 """
 
@@ -31,7 +35,9 @@ import torch
 import yaml
 
 from scorehmr_ros import bag_io
+from scorehmr_ros.demo import embedded_default, honesty_note, keypoint_layout
 from scorehmr_ros.metrics import mpjpe_mm
+from scorehmr_ros.synthetic_stream import make_stream
 
 REPO = Path(__file__).resolve().parents[1]
 #: Extra node parameters of the demo (over ``config/node.yaml``): sim time from the
@@ -72,14 +78,22 @@ def write_node_params(path: Union[str, Path], cameras: Sequence[str], num_frames
     :param cameras: camera names.
     :param num_frames: frames of the bag (the worker queue holds them all, so none is
         dropped however slow the refinement is).
-    :param overrides: more parameters.
+    :param overrides: more parameters; a nested ``refiner`` dict is merged section by
+        section into node.yaml's (e.g. ``{'refiner': {'model': {'checkpoint': ...}}}``).
     :return: ``path``.
     """
     with open(REPO / 'config' / 'node.yaml', encoding='utf-8') as handle:
         params = yaml.safe_load(handle)
     node_params = params['/**']['ros__parameters']
     node_params.update(NODE_OVERRIDES, cameras=list(cameras), max_queue=max(num_frames, 2))
-    node_params.update(overrides or {})
+    overrides = dict(overrides or {})
+    refiner = overrides.pop('refiner', None) or {}
+    node_params.update(overrides)
+    for section, values in refiner.items():
+        if isinstance(values, dict):
+            node_params.setdefault('refiner', {}).setdefault(section, {}).update(values)
+        else:
+            node_params.setdefault('refiner', {})[section] = values
     path = Path(path)
     path.write_text(yaml.safe_dump(params), encoding='utf-8')
     return path
@@ -306,7 +320,7 @@ def expected_outputs(records: Sequence[bag_io.BagRecord]) -> List[Tuple[int, str
 
 def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_frames: int = 5,
                  rate: float = 0.5, timeout_s: float = 90.0, seed: int = 0,
-                 fused: bool = True) -> List[dict]:
+                 fused: bool = True, config=None) -> List[dict]:
     """
     Replay a synthetic bag into the node and report per-frame accuracy.
 
@@ -318,6 +332,9 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     :param seed: seed of the stream.
     :param fused: calibrated node (extrinsics from ``/tf_static``, online temporal mode,
         bodies in ``world``); False: per-camera output.
+    :param config: a :class:`~scorehmr_ros.config.RefinerConfig` whose ``model.checkpoint``
+        and ``body.model_path`` the node runs (other engine settings: ``config/node.yaml``);
+        unset values take the embedded default (shipped prior, anny body).
     :return: the per-frame results of :func:`fused_errors` (fused) or :func:`frame_errors`.
     :raises RuntimeError: the node or the player failed, or outputs are missing.
     """
@@ -327,13 +344,21 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     if bag.exists():
         import shutil
         shutil.rmtree(bag)
-    records = bag_io.write_synthetic_bag(bag, num_frames=num_frames, seed=seed)
+    engine, engine_params = _demo_engine(config)
+    layout = keypoint_layout(engine)
+    # A keypoint-conditioned denoiser builds its features from the keypoints: send none.
+    features_dim = 0 if engine.keypoint_cond_layout else engine.denoiser.config.total_cond_dim
+    frames = make_stream(engine.body, bag_io.CAMERAS, num_frames=num_frames, seed=seed,
+                         keypoint_layout=layout)
+    records = bag_io.write_synthetic_bag(bag, frames=frames, seed=seed,
+                                         features_dim=features_dim)
     cameras = sorted({t.camera for t in bag_io.ground_truth(records)})
     out.write(f'bag: {bag} ({len(records)} messages, {num_frames} frames, '
-              f'cameras {", ".join(cameras)})\n')
+              f'cameras {", ".join(cameras)}, {layout} keypoints)\n')
+    out.write(f'weights: {engine.describe_weights()}\nbody: {engine.body.name}\n')
     env = isolated_ros_env(output_dir / 'ros_log')
     params = write_node_params(output_dir / 'node_params.yaml', cameras, num_frames,
-                               FUSED_OVERRIDES if fused else None)
+                               dict(FUSED_OVERRIDES if fused else {}, refiner=engine_params))
     if fused:
         out.write("node: calibrated multi-view, extrinsics from the bag's /tf_static, "
                   'online temporal mode (window 3), bodies in frame world\n')
@@ -376,8 +401,10 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
         node_log.close()
         player_log.close()
     if fused:
-        return _report_fused(records, outputs, codes, out, output_dir)
-    results = frame_errors(records, outputs)
+        results = _report_fused(records, outputs, codes, out, output_dir, engine.body)
+        out.write(honesty_note(engine) + '\n')
+        return results
+    results = frame_errors(records, outputs, engine.body)
     out.write('frame  cameras  bodies  before_mm  after_mm\n')
     for r in results:
         seen = len(cameras) - len(r['missing'])
@@ -387,6 +414,7 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     after = np.nanmean([r['after_mm'] for r in results]) if results else float('nan')
     out.write(f'mean   before {before:.1f} mm (regression estimate), after {after:.1f} mm '
               f'(refined); node exit {codes.get("node")}, player exit {codes.get("player")}\n')
+    out.write(honesty_note(engine) + '\n')
     missing = [(r['frame'], r['missing']) for r in results if r['missing']]
     if missing:
         raise RuntimeError(f'no output for (frame, cameras) {missing}; see '
@@ -394,9 +422,29 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     return results
 
 
-def _report_fused(records, outputs, codes, out: TextIO, output_dir: Path) -> List[dict]:
+def _demo_engine(config):
+    """
+    Build the engine whose weights and body the demo's node runs, and its node parameters.
+
+    :param config: the demo's ``RefinerConfig`` or None (embedded default).
+    :return: ``(refiner, {'model': {...}, 'body': {...}})``; the refiner (torch backend, only
+        built to read what the checkpoint expects and to score with the same body).
+    """
+    from scorehmr_ros.config import RefinerConfig
+    from scorehmr_ros.refiner import Refiner
+    config = embedded_default(config if config is not None else RefinerConfig())
+    engine = Refiner(config.replace(engine={'backend': 'torch', 'body': 'mesh',
+                                            'compile': False}))
+    params = {'model': {'checkpoint': config.model.checkpoint or ''}}
+    if config.body.model_path:
+        params['body'] = {'model_path': config.body.model_path}
+    return engine, params
+
+
+def _report_fused(records, outputs, codes, out: TextIO, output_dir: Path,
+                  body=None) -> List[dict]:
     """Print the fused demo's table and summary; raise if a frame has no output."""
-    results, accel = fused_errors(records, outputs)
+    results, accel = fused_errors(records, outputs, body=body)
     out.write('frame  views  window  bodies  before_mm  after_mm  abs_mm\n')
     for r in results:
         out.write(f'{r["frame"]:5d}  {r["views"]:5d}  {r["window"]:6d}  {r["bodies"]:6d}  '

@@ -51,6 +51,9 @@ class SceneSpec:
     :param keypoint_noise_px: pixel noise of the observed keypoints.
     :param dropout: probability that a keypoint is missing (confidence 0).
     :param cond_dim: size of the (random, standard-normal) conditioning features.
+    :param keypoint_layout: layout of the observed keypoints (``body25``, the paper's, or
+        ``coco17``, what the shipped prior is conditioned on); see
+        :mod:`scorehmr_ros.body.layouts`.
     """
 
     num_people: int = 3
@@ -62,12 +65,13 @@ class SceneSpec:
     keypoint_noise_px: float = 2.0
     dropout: float = 0.1
     cond_dim: int = 3072
+    keypoint_layout: str = 'body25'
 
 
 def make_scene(body: BodyModel, spec: SceneSpec = SceneSpec(), seed: int = 0,
                dtype: torch.dtype = torch.float32) -> Scene:
     """
-    Generate a multi-person scene with BODY_25 keypoints.
+    Generate a multi-person scene with keypoints in ``spec.keypoint_layout``.
 
     :param body: body model used for ground truth and keypoints.
     :param spec: scene parameters.
@@ -94,7 +98,7 @@ def make_scene(body: BodyModel, spec: SceneSpec = SceneSpec(), seed: int = 0,
     # Evaluate in the body's own dtype: Module.to() would convert the caller's model.
     body_dtype = next(body.buffers()).dtype
     out = body(gt_rotmats.to(body_dtype), gt_betas.to(body_dtype))
-    kp3d = body.keypoints(out, 'body25').double()
+    kp3d = body.keypoints(out, spec.keypoint_layout).double()
     kp2d = perspective_project(kp3d, gt_cam_t, focal, center)
     kp2d = kp2d + spec.keypoint_noise_px * randn(*kp2d.shape)
     conf = 0.7 + 0.3 * torch.rand(kp2d.shape[:2], generator=gen, dtype=torch.float64)
@@ -111,7 +115,8 @@ def make_scene(body: BodyModel, spec: SceneSpec = SceneSpec(), seed: int = 0,
         init_rotmats=init_rotmats.to(dtype), init_betas=gt_betas.to(dtype),
         cond=randn(b, spec.cond_dim).to(dtype), init_cam_t=init_cam_t.to(dtype),
         keypoints_2d=torch.cat((kp2d, conf[..., None]), -1).to(dtype),
-        keypoint_layout='body25', focal_px=focal.to(dtype), center_px=center.to(dtype),
+        keypoint_layout=spec.keypoint_layout, focal_px=focal.to(dtype),
+        center_px=center.to(dtype),
         image_size=torch.tensor([[float(height), float(width)]]).repeat(b, 1).to(dtype))
     return Scene(obs=obs, gt_rotmats=gt_rotmats.to(dtype), gt_betas=gt_betas.to(dtype),
                  gt_cam_t=gt_cam_t.to(dtype), gt_joints=gt_joints.to(dtype))

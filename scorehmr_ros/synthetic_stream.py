@@ -4,10 +4,12 @@ A synthetic multi-camera recording with ground truth, as plain arrays (no ROS ne
 People stand in front of camera 0 (whose optical frame is the world frame here); the
 other cameras orbit the people's centre about the vertical (optical y) axis. Per frame and
 camera, the upstream front end's output is generated like :mod:`scorehmr_ros.scene`
-does for one camera: BODY_25 keypoints projected from the true body with pixel noise and
-dropped keypoints, and a regression estimate that is the truth perturbed in pose and
-translation. Features are zeros of the denoiser's size. The ROS test publishes these
-frames as ``sensor_msgs/Image`` + ``CameraInfo`` + ``PersonDetectionArray`` messages.
+does for one camera: keypoints (BODY_25 by default, or another layout such as the shipped
+prior's COCO-17) projected from the true body with pixel noise and dropped keypoints, and a
+regression estimate that is the truth perturbed in pose and translation. Features are
+zeros of the denoiser's size (none where the denoiser builds them from the keypoints).
+The ROS test publishes these frames as ``sensor_msgs/Image`` + ``CameraInfo`` +
+``PersonDetectionArray`` messages.
 
 Each view also carries its camera's extrinsics (``world_to_camera``, world frame
 :data:`WORLD_FRAME`, which coincides with camera 0's optical frame) and the true pose in
@@ -43,7 +45,7 @@ class CameraFrame:
     :param k: [3, 3] intrinsics, pixels.
     :param image: [H, W] uint8 mono image (content irrelevant to the upstream front end).
     :param track_ids: [P] person ids.
-    :param keypoints: [P, 25, 3] BODY_25 ``(x_px, y_px, confidence)``.
+    :param keypoints: [P, K, 3] ``(x_px, y_px, confidence)`` in ``keypoint_layout``.
     :param init_pose_aa: [P, 72] regression estimate, axis-angle, camera frame.
     :param init_betas: [P, 10] shape of the estimate.
     :param init_cam_t: [P, 3] body-to-camera translation of the estimate, metres.
@@ -52,6 +54,9 @@ class CameraFrame:
     :param world_to_camera: [4, 4] extrinsics: ``p_cam = R p_world + t``.
     :param gt_pose_aa: [P, 72] true pose, axis-angle, root in this camera's frame.
     :param gt_cam_t: [P, 3] true body-to-camera translation, metres.
+    :param keypoint_layout: layout of ``keypoints`` (a name of
+        :data:`scorehmr_ros.body.layouts.LAYOUTS`).
+    :param body_model: name of the body model of the ground truth.
     """
 
     camera: str
@@ -68,6 +73,8 @@ class CameraFrame:
     world_to_camera: Optional[np.ndarray] = None
     gt_pose_aa: Optional[np.ndarray] = None
     gt_cam_t: Optional[np.ndarray] = None
+    keypoint_layout: str = 'body25'
+    body_model: str = 'synthetic'
 
 
 @dataclasses.dataclass
@@ -89,7 +96,8 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
                 fps: float = 10.0, start_ns: int = 1_700_000_000_000_000_000,
                 camera_yaw_deg: float = 35.0, keypoint_noise_px: float = 0.3,
                 perturb_std_rad: float = 0.12, perturb_trans_m: Tuple[float, float] = (0.05, 0.3),
-                pose_motion_rad: float = 0.0, motion_hz: float = 0.5) -> List[Frame]:
+                pose_motion_rad: float = 0.0, motion_hz: float = 0.5,
+                keypoint_layout: str = 'body25') -> List[Frame]:
     """
     Generate frames of people walking slowly, seen by several cameras.
 
@@ -109,6 +117,7 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
     :param pose_motion_rad: amplitude of a smooth sinusoidal swing of every body joint
         (0: a fixed pose, the default).
     :param motion_hz: frequency of that swing.
+    :param keypoint_layout: layout of the generated keypoints (``body25``, ``coco17``, ...).
     :return: the frames.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -158,7 +167,7 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
             cam_t = pelvis_c - rest_pelvis
             with torch.no_grad():
                 out = body(rot_c.to(dtype), betas.to(dtype))
-                kp3d = body.keypoints(out, 'body25').double() + cam_t[:, None]
+                kp3d = body.keypoints(out, keypoint_layout).double() + cam_t[:, None]
             focal = torch.full((num_people, 2), focal_px, dtype=torch.float64)
             center = torch.tensor([[width / 2.0, height / 2.0]],
                                   dtype=torch.float64).repeat(num_people, 1)
@@ -184,7 +193,8 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
                 gt_joints=gt_joints.numpy(), init_joints=init_joints.numpy(),
                 world_to_camera=_transform(rot, trans),
                 gt_pose_aa=matrix_to_axis_angle(rot_c).reshape(num_people, 72).numpy(),
-                gt_cam_t=cam_t.numpy().copy()))
+                gt_cam_t=cam_t.numpy().copy(), keypoint_layout=keypoint_layout,
+                body_model=body.name))
         frames.append(Frame(stamp_ns=start_ns + int(round(time_s * 1e9)), views=views))
     return frames
 
@@ -235,6 +245,7 @@ def frame_observations(frame: Frame, cond_dim: int, views: Optional[Sequence[int
     return Observations(
         init_rotmats=stack('rot'), init_betas=stack('betas'),
         cond=torch.zeros(rows, cond_dim, dtype=dtype), init_cam_t=stack('t'),
-        keypoints_2d=stack('kp'), keypoint_layout='body25', focal_px=stack('f'),
+        keypoints_2d=stack('kp'), keypoint_layout=frame.views[views[0]].keypoint_layout,
+        focal_px=stack('f'),
         center_px=stack('c'), image_size=stack('hw'),
         view_group=torch.tensor(cols['group'], dtype=torch.long), world_to_camera=stack('w2c'))

@@ -17,6 +17,7 @@ import sys
 from conftest import all_finite
 import numpy as np
 import pytest
+import yaml
 
 try:
     import rclpy  # noqa: F401 - only to know whether ROS 2 is importable
@@ -136,3 +137,11 @@ def test_ros_demo_reports_fused_accuracy_in_the_fixed_frame(ros_required, tmp_pa
         np.mean([r['before_mm'] for r in results]), text
     assert 'Acc Err' in text and 'node exit 0, player exit 0' in text, text
     assert (tmp_path / 'demo' / 'synthetic_bag' / 'metadata.yaml').is_file()
+    # The embedded default ran (shipped prior, anny body, COCO-17 keypoints) and says so.
+    assert 'coco17 keypoints' in text and 'builtin:mocap_prior_coco17' in text, text
+    assert 'body: anny-derived' in text and "not the paper's accuracy" in text, text
+    with open(tmp_path / 'demo' / 'node_params.yaml', encoding='utf-8') as handle:
+        node_params = yaml.safe_load(handle)['/**']['ros__parameters']['refiner']
+    assert node_params['model']['checkpoint'] == 'builtin:mocap_prior_coco17'
+    assert node_params['body']['model_path'] == 'anny'
+    assert node_params['sampler']['outer_iters'] == 2  # the rest stays config/node.yaml's

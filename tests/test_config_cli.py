@@ -79,8 +79,10 @@ def test_demo_runs_and_says_which_weights(tmp_path):
          '--output-dir', str(tmp_path), '--set', 'sampler.tau=6', '--set',
          'sampler.outer_iters=1'], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert 'RANDOM denoiser weights' in proc.stdout
-    assert 'synthetic SMPL-format body' in proc.stdout
+    # The embedded default: the shipped prior on the open anny body, and it says so.
+    assert 'builtin:mocap_prior_coco17' in proc.stdout
+    assert 'anny-derived SMPL-format body' in proc.stdout
+    assert "not the paper's accuracy" in proc.stdout
     assert 'MPJPE' in proc.stdout and (tmp_path / 'refined.npz').exists()
 
 

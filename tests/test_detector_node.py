@@ -318,6 +318,57 @@ def test_initial_translation_uses_the_real_principal_point_and_focal_lengths(ros
     assert empty.cam_t.shape == (0, 3) and empty.pose_aa.shape == (0, 24, 3)
 
 
+def test_shipped_prior_proposes_starts_that_reproject_closer(ros_required):
+    """With the COCO-17 prior configured, ``auto`` samples starts and never loses in 2D."""
+    from scorehmr_ros.body.rotations import axis_angle_to_matrix
+    from scorehmr_ros.ros.detector_node import (DetectorSettings, ESTIMATE_NAME,
+                                                estimate_initial_bodies, make_estimator,
+                                                PRIOR_ESTIMATE_NAME)
+    from scorehmr_ros.scene import camera_facing_orientation
+    import torch
+
+    refiner, name = make_estimator(DetectorSettings(checkpoint='builtin:mocap_prior_coco17'))
+    assert name == PRIOR_ESTIMATE_NAME and refiner.keypoint_cond_layout == 'coco17'
+    body, rest_name = make_estimator(DetectorSettings(checkpoint='builtin:mocap_prior_coco17',
+                                                      initial_estimate='rest'))
+    assert rest_name == ESTIMATE_NAME and not hasattr(body, 'denoiser')
+    with pytest.raises(ValueError, match='initial_estimate: prior needs'):
+        make_estimator(DetectorSettings(initial_estimate='prior'))
+    # A person with the arms down and a bent knee (far from the T-shaped rest pose), seen
+    # by a camera with fx != fy and an off-centre principal point.
+    aa = torch.zeros(1, 24, 3, dtype=torch.float64)
+    aa[0, 16, 2], aa[0, 17, 2] = -1.2, 1.2  # shoulders (SMPL 16/17) down
+    aa[0, 4, 0] = 0.8                        # left knee
+    rotmats = axis_angle_to_matrix(aa)
+    rotmats[:, 0] = camera_facing_orientation(torch.zeros(1, dtype=torch.float64))
+    rb = refiner.body
+    with torch.no_grad():
+        joints = rb.keypoints(rb(rotmats.to(next(rb.buffers()).dtype),
+                                 torch.zeros(1, 10, dtype=next(rb.buffers()).dtype)),
+                              'coco17')[0].double().numpy()
+    intr = convert.Intrinsics(fx=600.0, fy=660.0, cx=350.0, cy=210.0, width=640, height=480)
+
+    def project(points):
+        return np.stack((intr.fx * points[:, 0] / points[:, 2] + intr.cx,
+                         intr.fy * points[:, 1] / points[:, 2] + intr.cy), axis=1)
+
+    keypoints = np.concatenate((project(joints + [0.3, -0.1, 4.0]), np.ones((17, 1))),
+                               axis=1)[None]
+
+    def error_px(est):
+        with torch.no_grad():
+            out = rb(axis_angle_to_matrix(torch.as_tensor(est.pose_aa)).to(torch.float64),
+                     torch.as_tensor(est.betas, dtype=torch.float64))
+            kp = rb.keypoints(out, 'coco17')[0].numpy() + est.cam_t[0]
+        return float(np.linalg.norm(project(kp) - keypoints[0, :, :2], axis=1).mean())
+
+    prior = estimate_initial_bodies(refiner, keypoints, intr)
+    rest = estimate_initial_bodies(refiner.body, keypoints, intr)
+    assert np.isfinite(prior.pose_aa).all() and prior.cam_t[0, 2] > 0.5
+    # The arms-down person is closer to a prior sample than to the T-pose: a sample wins.
+    assert error_px(prior) < 0.8 * error_px(rest), (error_px(prior), error_px(rest))
+
+
 @needs_mediapipe
 @pytest.mark.timeout(60)
 def test_missing_mediapipe_stops_the_node_with_a_clear_error(tmp_path):

@@ -9,7 +9,11 @@ its ``upstream`` front end. Per person: COCO-17 keypoints with confidences and t
 from MediaPipe Pose (one person per camera image; several with ``person_boxes: hog``,
 where OpenCV's HOG pedestrian boxes are searched one by one), and an initial estimate
 (pose, shape, translation) fitted to the keypoints with the camera's intrinsics, since
-there is no regressor. Features are left empty.
+there is no regressor: with ``refiner.model.checkpoint`` naming a COCO-17 keypoint-conditioned
+prior (e.g. the shipped ``builtin:mocap_prior_coco17``, the parameter shared with the
+refinement node) the better-reprojecting of the rest pose and poses sampled from the prior
+(``initial_estimate: auto``, :mod:`scorehmr_ros.perception.initial_estimate`), else the
+rest pose. Features are left empty.
 
 Detection runs on one worker thread, never in a callback: each camera has a slot for one
 waiting image, and a newer image replaces a waiting one (the replaced frame is counted as
@@ -44,16 +48,23 @@ import torch
 
 from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.rotations import matrix_to_axis_angle
+from scorehmr_ros.config import RefinerConfig
 from scorehmr_ros.perception.boxes import HogPeopleDetector, HogSettings, people_in_boxes
+from scorehmr_ros.perception.initial_estimate import (initial_estimate, METHODS,
+                                                      prior_available)
 from scorehmr_ros.perception.mediapipe_pose import (DetectorUnavailable,
                                                     MediaPipePoseDetector, PoseDetections)
-from scorehmr_ros.photo_demo import initial_estimate as rest_pose_estimate
+from scorehmr_ros.refiner import Refiner
 from scorehmr_ros.ros import convert
 
 NODE_NAME = 'scorehmr_detector'
 DETECTOR_NAME = 'mediapipe_pose'
-#: Name of the initial estimate, part of each detection's ``regressor`` field.
+#: Name of the initial estimate, part of each detection's ``regressor`` field: the rest
+#: pose placed on the keypoints.
 ESTIMATE_NAME = 'rest_pose_fit'
+#: The same with a keypoint-conditioned prior: the better-reprojecting of the rest pose and
+#: prior samples given the keypoints.
+PRIOR_ESTIMATE_NAME = 'keypoint_prior_fit'
 
 #: Counters of normal operation.
 INFO_COUNTERS = (
@@ -107,6 +118,12 @@ class DetectorSettings:
     :param body_model_path: body of the initial estimate (the parameter
         ``refiner.body.model_path``, shared with the refinement node so one parameter file
         configures both): ``''`` the synthetic body, ``anny``, or a licensed SMPL file.
+    :param checkpoint: denoiser of the refinement node (the parameter
+        ``refiner.model.checkpoint``, shared like the body): a COCO-17 keypoint-conditioned
+        prior (``builtin:mocap_prior_coco17``) lets ``initial_estimate`` sample starts from
+        it; ``''`` or another checkpoint: the rest pose.
+    :param initial_estimate: ``auto`` (prior samples where the checkpoint allows, else the
+        rest pose), ``rest`` or ``prior`` (needs such a checkpoint).
     :param diagnostics_period_s: period of ``/diagnostics``, seconds.
     """
 
@@ -120,6 +137,8 @@ class DetectorSettings:
     min_person_score: float = 0.5
     hog_upscale: float = 1.5
     body_model_path: str = ''
+    checkpoint: str = ''
+    initial_estimate: str = 'auto'
     diagnostics_period_s: float = 1.0
 
     def __post_init__(self):
@@ -132,15 +151,21 @@ class DetectorSettings:
         if self.person_boxes not in PERSON_BOXES:
             raise ValueError(f'person_boxes must be one of {PERSON_BOXES}, got '
                              f'{self.person_boxes!r}')
+        if self.initial_estimate not in METHODS:
+            raise ValueError(f'initial_estimate must be one of {METHODS}, got '
+                             f'{self.initial_estimate!r}')
         if self.diagnostics_period_s <= 0:
             raise ValueError('diagnostics_period_s must be > 0, got '
                              f'{self.diagnostics_period_s}')
 
 
-#: ROS parameter name -> DetectorSettings field (the body is the refinement node's name).
+#: ROS parameter name -> DetectorSettings field (body and checkpoint: the refinement node's
+#: names, so one parameter file configures both nodes).
 _PARAMETER_FIELDS = {f.name: f.name for f in dataclasses.fields(DetectorSettings)}
 _PARAMETER_FIELDS.pop('body_model_path')
+_PARAMETER_FIELDS.pop('checkpoint')
 _PARAMETER_FIELDS['refiner.body.model_path'] = 'body_model_path'
+_PARAMETER_FIELDS['refiner.model.checkpoint'] = 'checkpoint'
 
 
 def declare_settings(node: Node) -> DetectorSettings:
@@ -200,19 +225,24 @@ class InitialBodies:
     cam_t: np.ndarray
 
 
-def estimate_initial_bodies(body: BodyModel, keypoints: np.ndarray,
-                            intrinsics: convert.Intrinsics) -> InitialBodies:
+def estimate_initial_bodies(body_or_refiner, keypoints: np.ndarray,
+                            intrinsics: convert.Intrinsics, method: str = 'auto'
+                            ) -> InitialBodies:
     """
     Estimate each person's initial body from COCO-17 keypoints (the one place it is chosen).
 
-    The rest-pose fit of the photo demo assumes one focal length and the principal point
-    at the image centre; the keypoints are moved into that camera first (the pinhole
-    projection is affine in pixels, so the fitted translation is the same as with the
-    real ``cx, cy`` and ``fy``).
+    :func:`~scorehmr_ros.perception.initial_estimate.initial_estimate` assumes one focal
+    length and the principal point at the image centre; the keypoints are moved into that
+    camera first (the pinhole projection is affine in pixels, so the fitted translation
+    and the reprojection errors that choose among prior samples are the same as with the
+    real ``cx, cy`` and ``fy``, up to the ``fy / fx`` scale of vertical pixels).
 
-    :param body: body model of the estimate.
+    :param body_or_refiner: a :class:`~scorehmr_ros.body.model.BodyModel` (rest pose), or
+        a :class:`~scorehmr_ros.refiner.Refiner` whose COCO-17 keypoint-conditioned
+        denoiser also proposes prior samples (``method`` ``auto`` or ``prior``).
     :param keypoints: [P, 17, 3] COCO-17 ``(x_px, y_px, confidence)``.
     :param intrinsics: the camera's intrinsics.
+    :param method: ``auto``, ``rest`` or ``prior`` (see ``initial_estimate``).
     :return: pose, shape and translation per person.
     """
     kp = np.array(keypoints, dtype=np.float64, copy=True).reshape(-1, 17, 3)
@@ -221,10 +251,38 @@ def estimate_initial_bodies(body: BodyModel, keypoints: np.ndarray,
     width, height = float(intrinsics.width), float(intrinsics.height)
     kp[..., 0] = kp[..., 0] - intrinsics.cx + width / 2.0
     kp[..., 1] = (kp[..., 1] - intrinsics.cy) * (intrinsics.fx / intrinsics.fy) + height / 2.0
-    obs = rest_pose_estimate(body, kp, (height, width), intrinsics.fx, cond_dim=1)
-    pose_aa = matrix_to_axis_angle(obs.init_rotmats.double()).numpy()
-    return InitialBodies(pose_aa=pose_aa, betas=obs.init_betas.double().numpy(),
-                         cam_t=obs.init_cam_t.double().numpy())
+    est = initial_estimate(body_or_refiner, kp, (height, width), intrinsics.fx,
+                           method=method)
+    pose_aa = matrix_to_axis_angle(torch.as_tensor(est.rotmats, dtype=torch.float64)).numpy()
+    return InitialBodies(pose_aa=pose_aa, betas=np.asarray(est.betas, dtype=np.float64),
+                         cam_t=np.asarray(est.cam_t, dtype=np.float64))
+
+
+def make_estimator(settings: DetectorSettings):
+    """
+    Build what the initial estimate runs on, and its name for the ``regressor`` field.
+
+    :param settings: the detector's settings (body, checkpoint, ``initial_estimate``).
+    :return: ``(body model or refiner, name)``: a refiner (torch, float64) only when the
+        checkpoint is a COCO-17 keypoint-conditioned prior and the method is not ``rest``.
+    :raises ValueError: ``initial_estimate: prior`` without such a checkpoint.
+    """
+    body_path = settings.body_model_path or None
+    if settings.checkpoint and settings.initial_estimate != 'rest':
+        config = RefinerConfig().replace(
+            model={'checkpoint': settings.checkpoint}, body={'model_path': body_path},
+            dtype='float64')
+        refiner = Refiner(config)
+        if prior_available(refiner):
+            return refiner, PRIOR_ESTIMATE_NAME
+        body = refiner.body
+    else:
+        body = BodyModel.from_config(body_path, dtype=torch.float64)
+    if settings.initial_estimate == 'prior':
+        raise ValueError('initial_estimate: prior needs refiner.model.checkpoint to be a COCO-17 '
+                         'keypoint-conditioned prior (e.g. builtin:mocap_prior_coco17), got '
+                         f'{settings.checkpoint!r}')
+    return body, ESTIMATE_NAME
 
 
 def build_detections(header: Header, found: PoseDetections, bodies: InitialBodies,
@@ -324,12 +382,13 @@ class DetectorNode(Node):
         if self.settings.person_boxes == 'hog':
             self.boxes = HogPeopleDetector(HogSettings(upscale=self.settings.hog_upscale))
             detector = 'hog+' + DETECTOR_NAME
+        #: Body model, or refiner with a keypoint-conditioned prior, of the initial estimate.
+        self.estimator, estimate_name = make_estimator(self.settings)
+        self.body = getattr(self.estimator, 'body', self.estimator)
         #: The ``regressor`` field of every detection: detector + initial estimate.
-        self.regressor = f'{detector}+{ESTIMATE_NAME}'
-        self.body = BodyModel.from_config(self.settings.body_model_path or None,
-                                          dtype=torch.float64)
+        self.regressor = f'{detector}+{estimate_name}'
         self.get_logger().info(f'{detector} (model_complexity '
-                               f'{self.settings.model_complexity}) + {ESTIMATE_NAME} on '
+                               f'{self.settings.model_complexity}) + {estimate_name} on '
                                f'{self.body.name}; cameras: {", ".join(self.settings.cameras)}')
         self.counters = collections.Counter({name: 0 for name in COUNTERS})
         self._lock = threading.Lock()
@@ -445,7 +504,8 @@ class DetectorNode(Node):
             boxes, _ = self.boxes.detect(frame.rgb)
             found = people_in_boxes(camera.detector, frame.rgb, boxes,
                                     self.settings.min_person_score)
-        bodies = estimate_initial_bodies(self.body, found.keypoints, frame.intrinsics)
+        bodies = estimate_initial_bodies(self.estimator, found.keypoints, frame.intrinsics,
+                                         self.settings.initial_estimate)
         detect_s = time.perf_counter() - started_s
         msg = build_detections(frame.header, found, bodies, self.regressor)
         with self._out_lock:
