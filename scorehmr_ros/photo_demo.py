@@ -12,9 +12,14 @@ Without a regressor the initial estimate is the best of poses sampled from that 
 conditioned on the keypoints (the rest pose placed on the torso with other weights, see
 :mod:`scorehmr_ros.perception.initial_estimate`); the focal length is ``max(H, W)`` (or
 the photo's EXIF) and the principal point the image centre.
+
+With ``person_boxes='hog'`` OpenCV's HOG pedestrian boxes
+(:mod:`scorehmr_ros.perception.boxes`) are searched one by one, so several people per
+frame are found and refined together in one batch.
 """
 
 import dataclasses
+import itertools
 import logging
 import os
 from typing import Dict, List, Optional, TextIO
@@ -40,6 +45,9 @@ COCO17_BONES = ((0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), 
 MIN_KEYPOINT_CONF = 0.3
 #: The demos' denoiser when the config names none: the shipped small open mocap prior.
 DEFAULT_PRIOR = 'builtin:mocap_prior_coco17'
+#: Where the demos look for people: ``none`` = MediaPipe on the whole image (one person),
+#: ``hog`` = MediaPipe in each HOG pedestrian box (several people, slow).
+PERSON_BOXES = ('none', 'hog')
 
 
 @dataclasses.dataclass
@@ -158,12 +166,26 @@ class PhotoPipeline:
 
     :param config: refiner configuration (the keypoint layout is COCO-17 whatever it says).
     :param detector: a MediaPipe detector (created when None).
-    :param tracking: with a created detector, track the person across video frames.
+    :param tracking: with a created detector, track the person across video frames
+        (ignored with ``person_boxes='hog'``: every box is searched afresh).
+    :param person_boxes: ``none`` (MediaPipe on the whole image: one person) or ``hog``
+        (MediaPipe in each HOG pedestrian box, weak, partial and duplicate people dropped
+        by :func:`~scorehmr_ros.perception.boxes.people_in_boxes`).
+    :raises ValueError: for another ``person_boxes``.
     """
 
     def __init__(self, config: RefinerConfig, detector: Optional[MediaPipePoseDetector] = None,
-                 tracking: bool = False) -> None:
+                 tracking: bool = False, person_boxes: str = 'none') -> None:
+        if person_boxes not in PERSON_BOXES:
+            raise ValueError(f'person boxes must be one of {", ".join(PERSON_BOXES)}, got '
+                             f'{person_boxes!r}')
         self.refiner = Refiner(config)
+        self.box_detector = None
+        if person_boxes == 'hog':
+            from scorehmr_ros.perception.boxes import HogPeopleDetector
+
+            self.box_detector = HogPeopleDetector()
+            tracking = False
         self.detector = detector if detector is not None else MediaPipePoseDetector(
             tracking=tracking)
 
@@ -178,10 +200,17 @@ class PhotoPipeline:
 
         :param image: [H, W, 3] uint8 RGB.
         :param focal_px: focal length in pixels (default ``max(H, W)``).
-        :param boxes: optional [P, 4] upstream person boxes (multi-person).
+        :param boxes: optional [P, 4] upstream person boxes (multi-person); without them
+            the pipeline's own ``person_boxes`` mode finds the people.
         :return: the per-person results (empty when nobody was found).
         """
-        det = self.detector.detect(image, boxes)
+        if boxes is None and self.box_detector is not None:
+            from scorehmr_ros.perception.boxes import people_in_boxes
+
+            hog_boxes, _ = self.box_detector.detect(image)
+            det = people_in_boxes(self.detector, image, hog_boxes)
+        else:
+            det = self.detector.detect(image, boxes)
         hw = tuple(int(v) for v in image.shape[:2])
         focal = float(focal_px) if focal_px else float(max(hw))
         p = det.num_people
@@ -294,7 +323,7 @@ def run_photo(image_path: str, out_dir: str, config: RefinerConfig,
 
 def run_video(path: str, out_dir: str, config: RefinerConfig, focal_px: Optional[float] = None,
               max_frames: Optional[int] = None, stride: int = 1,
-              out: Optional[TextIO] = None) -> int:
+              out: Optional[TextIO] = None, person_boxes: str = 'none') -> int:
     """
     Run the demo on every frame of a video file or an image folder.
 
@@ -306,23 +335,33 @@ def run_video(path: str, out_dir: str, config: RefinerConfig, focal_px: Optional
     :param max_frames: stop after this many frames.
     :param stride: use every ``stride``-th frame.
     :param out: text stream for the report (stdout when None).
+    :param person_boxes: ``none`` (one tracked person) or ``hog`` (several people per
+        frame, see :class:`PhotoPipeline`).
     :return: exit code: 0 if some frame had a person, 1 if none had.
     :raises MediaError: if the video cannot be read at all.
+    :raises ValueError: for an unknown ``person_boxes``.
     """
     import sys
 
     out = out or sys.stdout
+    # Read the first frame before loading anything or creating the output folder, so that
+    # a missing or unreadable video fails at once and leaves nothing behind.
+    frames = images.iter_frames(path, max_frames, stride)
+    first = next(frames, None)
+    if first is None:
+        raise images.MediaError(f'{path}: no frame to process (max_frames={max_frames})')
+    frames = itertools.chain([first], frames)
+    pipeline = PhotoPipeline(demo_config(config), tracking=True, person_boxes=person_boxes)
     frames_dir = os.path.join(out_dir, 'frames')
     os.makedirs(frames_dir, exist_ok=True)
-    pipeline = PhotoPipeline(demo_config(config), tracking=True)
     weights = pipeline.describe_weights()
-    print(f'input: {path}; weights: {weights}', file=out)
+    print(f'input: {path}; person boxes: {person_boxes}; weights: {weights}', file=out)
     print(describe_start(pipeline.refiner), file=out)
-    counts = {'frames': 0, 'with_person': 0, 'unreadable': 0}
+    counts = {'frames': 0, 'with_person': 0, 'unreadable': 0, 'people': 0}
     overlays: List[str] = []
     errors: List[float] = []
     try:
-        for index, name, image in images.iter_frames(path, max_frames, stride):
+        for index, name, image in frames:
             counts['frames'] += 1
             if image is None:
                 counts['unreadable'] += 1
@@ -331,19 +370,23 @@ def run_video(path: str, out_dir: str, config: RefinerConfig, focal_px: Optional
             paths = _write_frame(pipeline, frame, image, frames_dir, name, weights,
                                  f'{path}#{index}', view_3d=False)
             overlays.append(paths['overlay'])
-            if frame.detections.num_people:
+            people = frame.detections.num_people
+            counts['people'] += people
+            if people:
                 counts['with_person'] += 1
                 errors.append(float(np.nanmean(frame.reproj_after_px)))
-            print(f'frame {index}: {frame.detections.num_people} person(s)'
-                  + (f', reprojection {frame.reproj_before_px[0]:.1f} -> '
-                     f'{frame.reproj_after_px[0]:.1f} px' if frame.detections.num_people
-                     else ''), file=out, flush=True)
+            # Several people: the mean over them (each is in the frame's .npz).
+            print(f'frame {index}: {people} person(s)'
+                  + (f', reprojection {np.nanmean(frame.reproj_before_px):.1f} -> '
+                     f'{np.nanmean(frame.reproj_after_px):.1f} px'
+                     + (' (mean over people)' if people > 1 else '') if people else ''),
+                  file=out, flush=True)
     finally:
         pipeline.detector.close()
     video = _write_video(overlays, os.path.join(out_dir, 'overlay'), images.video_fps(path)
                          / stride)
     print(f'{counts["frames"]} frame(s), {counts["with_person"]} with a person, '
-          f'{counts["unreadable"]} unreadable', file=out)
+          f'{counts["unreadable"]} unreadable; {counts["people"]} people in all', file=out)
     if errors:
         print(f'mean reprojection error after refinement: {np.mean(errors):.1f} px', file=out)
     print(f'per-frame results and overlays: {frames_dir}', file=out)

@@ -129,3 +129,98 @@ def test_video_demo_on_an_image_folder(tmp_path):
     res = np.load(tmp_path / 'out' / 'frames' / '000_results.npz')
     assert res['rotmats'].shape == (1, 24, 3, 3)
     assert os.path.isfile(tmp_path / 'out' / 'frames' / '000_overlay.png')
+
+
+VTEST = images.sample_media_path('vtest.avi')
+needs_vtest = pytest.mark.skipif(
+    not mediapipe_available() or VTEST is None,
+    reason='needs mediapipe (requirements-nodeps.txt) and vtest.avi of opencv-doc')
+
+
+@needs_vtest
+def test_cli_video_hog_boxes_refine_several_people_per_frame(tmp_path, capsys):
+    out_dir = tmp_path / 'out'
+    code = main(['video', VTEST, '--out', str(out_dir), '--boxes', 'hog', '--max-frames', '1']
+                + [f'--set={k}={v}' for k, v in TINY.items()])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert 'person boxes: hog' in text
+    res = np.load(out_dir / 'frames' / 'frame_000000_results.npz')
+    people = res['rotmats'].shape[0]
+    # Whole-frame MediaPipe finds nobody in vtest.avi; the HOG boxes find 3 in frame 0.
+    assert people >= 2, text
+    assert f'frame 0: {people} person(s)' in text
+    assert res['keypoints_2d'].shape == (people, 17, 3) and res['cam_t'].shape == (people, 3)
+    for key in ('rotmats', 'betas', 'cam_t', 'joints_3d', 'reproj_after_px'):
+        assert np.all(np.isfinite(res[key])), key
+    assert np.all(res['cam_t'][:, 2] > 1.0)
+    # Distinct people, not one person found several times.
+    assert np.min(np.linalg.norm(res['cam_t'][:, None] - res['cam_t'][None], axis=-1)
+                  + np.eye(people) * 1e3) > 0.3
+    assert np.all(res['reproj_after_px'] < 15.0), res['reproj_after_px']
+    overlay = out_dir / 'frames' / 'frame_000000_overlay.png'
+    assert overlay.is_file() and overlay.stat().st_size > 10000
+    assert str(out_dir / 'frames') in text
+
+
+def test_cli_unreadable_video_exits_nonzero_and_writes_nothing(tmp_path, caplog):
+    if not mediapipe_available():
+        pytest.skip('mediapipe (requirements-nodeps.txt) is not installed')
+    clip = tmp_path / 'clip.avi'
+    clip.write_bytes(b'garbage' * 10)
+    for path in (str(clip), str(tmp_path / 'missing.avi')):
+        code = main(['video', path, '--out', str(tmp_path / 'out'), '--boxes', 'hog'])
+        assert code == 2
+        assert path in caplog.text
+    assert 'cannot open the video' in caplog.text and 'no such video file' in caplog.text
+    assert not (tmp_path / 'out').exists()
+
+
+def test_unknown_person_boxes_are_refused():
+    from scorehmr_ros.photo_demo import PhotoPipeline
+
+    with pytest.raises(ValueError, match="person boxes must be one of none, hog, got 'yolo'"):
+        PhotoPipeline(load_config(None), person_boxes='yolo')
+    with pytest.raises(SystemExit):
+        main(['video', 'x.avi', '--out', 'y', '--boxes', 'yolo'])
+
+
+def _demo_args(tmp_path, *extra):
+    from scorehmr_ros.cli import _parser
+
+    return _parser().parse_args(['demo', '--output-dir', str(tmp_path / 'demo'), *extra])
+
+
+def test_demo_part4_flags_and_missing_sample(tmp_path, monkeypatch, caplog, capsys):
+    from scorehmr_ros import cli
+
+    assert _demo_args(tmp_path, '--no-video').no_video
+    args = _demo_args(tmp_path)
+    assert not args.no_video and args.video is None
+    # Without the sample media part 4 says why it is skipped and does not fail the demo.
+    monkeypatch.setattr(images, 'sample_media_path', lambda name='': None)
+    assert cli._demo_video(args, load_config(None)) == 0
+    assert 'part 4 (video, several people) skipped' in caplog.text
+    assert 'part 4:' not in capsys.readouterr().out
+    assert not (tmp_path / 'demo').exists()
+
+
+@needs_all
+def test_demo_part4_runs_run_video_with_hog_boxes_into_output_dir(tmp_path, capsys):
+    from PIL import Image
+
+    from scorehmr_ros import cli
+
+    # A folder with one blank frame: the plumbing (path, boxes, output folder, exit code 1
+    # when nobody is found) without the cost of the real video, tested above.
+    frames = tmp_path / 'clip'
+    frames.mkdir()
+    Image.fromarray(np.full((96, 128, 3), 200, np.uint8)).save(frames / '000.png')
+    args = _demo_args(tmp_path, '--video', str(frames))
+    code = cli._demo_video(args, load_config(None, TINY))
+    text = capsys.readouterr().out
+    assert code == 1, text
+    assert 'scorehmr demo, part 4' in text and 'person boxes: hog' in text
+    assert 'no person found in any frame' in text
+    assert (tmp_path / 'demo' / 'video' / 'frames' / '000_overlay.png').is_file()
+    assert str(tmp_path / 'demo' / 'video' / 'frames') in text
