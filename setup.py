@@ -16,9 +16,10 @@ setup(
         ('share/' + package_name + '/launch', glob('launch/*.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
     ],
-    # models/: the shipped small mocap prior and its model card (read from the file system,
-    # hence not zip safe).
-    package_data={'scorehmr_ros': ['data/*.yaml', 'models/*.pt', 'models/*.md']},
+    # models/: the shipped small mocap prior and its model card; data/: held-out mocap poses
+    # of the demo scenes with their licence (read from the file system, hence not zip safe).
+    package_data={'scorehmr_ros': ['data/*.yaml', 'data/*.npz', 'data/*.md',
+                                   'data/LICENSE.bvhtools', 'models/*.pt', 'models/*.md']},
     install_requires=['setuptools'],
     zip_safe=False,
     maintainer='scorehmr_ros developers',

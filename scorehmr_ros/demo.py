@@ -11,6 +11,11 @@ The embedded default (:func:`embedded_default`) is the shipped small open mocap 
 anny-derived body, so the scene carries COCO-17 keypoints; a checkpoint that is not
 keypoint-conditioned (random weights, the released ``model-100.pt``) gets the paper's
 BODY_25 keypoints.
+
+The people's body poses are held-out motion-capture frames (``pose_source='heldout'``,
+:mod:`scorehmr_ros.mocap.heldout`): real human poses from the part of the clips the
+shipped prior's training excluded, so the demo neither shows random joint rotations nor
+poses the prior has memorised.
 """
 
 import os
@@ -27,6 +32,12 @@ from scorehmr_ros.scene import make_scene, SceneSpec
 
 #: Layout of the paper's keypoint targets, for checkpoints not conditioned on keypoints.
 PAPER_LAYOUT = 'body25'
+#: What the scene's body poses are, per ``pose_source`` (printed by the demos).
+POSE_NOTES = {
+    'heldout': 'held-out motion capture (bvhtools clips, the frames the shipped prior was '
+               'not trained on; scorehmr_ros/data/heldout_poses.npz)',
+    'random': 'random per-joint rotations (not human motion)',
+}
 #: How to switch from the embedded default to the paper's setting (printed by the demos).
 SWITCH_HINT = ('for ScoreHMR itself: --set model.checkpoint=PATH/model-100.pt (released '
                'weights, with PARE features) --set body.model_path=PATH/SMPL_NEUTRAL.pkl')
@@ -79,7 +90,7 @@ def honesty_note(refiner: Refiner) -> str:
 
 
 def run_demo(config: RefinerConfig, num_people: int, seed: int, output_dir: str,
-             out: TextIO) -> int:
+             out: TextIO, pose_source: str = 'heldout') -> int:
     """
     Generate, refine, report.
 
@@ -89,6 +100,8 @@ def run_demo(config: RefinerConfig, num_people: int, seed: int, output_dir: str,
     :param seed: scene seed.
     :param output_dir: where the scene and the result are written.
     :param out: text stream for the report.
+    :param pose_source: the scene's true body poses, ``'heldout'`` (motion capture the
+        shipped prior did not see) or ``'random'`` (per-joint random rotations).
     :return: process exit code.
     """
     refiner = Refiner(config)
@@ -96,7 +109,8 @@ def run_demo(config: RefinerConfig, num_people: int, seed: int, output_dir: str,
     # A keypoint-conditioned refiner replaces the scene's random features by keypoint ones.
     scene = make_scene(refiner.body, SceneSpec(num_people=num_people,
                                                cond_dim=refiner.denoiser.config.total_cond_dim,
-                                               keypoint_layout=layout),
+                                               keypoint_layout=layout,
+                                               pose_source=pose_source),
                        seed=seed)
     obs = scene.obs
     result = refiner.refine(obs)
@@ -121,6 +135,7 @@ def run_demo(config: RefinerConfig, num_people: int, seed: int, output_dir: str,
     print('  body model : %s' % refiner.body.name, file=out)
     print('  weights    : %s' % refiner.describe_weights(), file=out)
     print('  keypoints  : %s' % layout, file=out)
+    print('  poses      : %s' % POSE_NOTES[pose_source], file=out)
     print('  settings   : tau=%d, dt=%d, S_max=%d, early stopping=%s; engine %s/%s; '
           '%.1f s on %s' % (
               sampler.tau, sampler.ddim_step, sampler.outer_iters, sampler.early_stopping,

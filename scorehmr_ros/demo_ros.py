@@ -15,8 +15,10 @@ on the bag's ``/clock``. Weights and body follow the demo's engine configuration
 the embedded default (:func:`scorehmr_ros.demo.embedded_default`: the shipped prior on the
 anny body); the bag then carries COCO-17 keypoints without features (the refiner builds its
 features from the keypoints), else BODY_25 keypoints and zero features of the denoiser's
-size. This module does not import rclpy; the collector it uses lives
-under :mod:`scorehmr_ros.ros` and is imported when the demo runs.
+size. The people move with held-out motion capture (``pose_source='heldout'`` of
+:func:`~scorehmr_ros.synthetic_stream.make_stream`). This module does not import rclpy;
+the collector it uses lives under :mod:`scorehmr_ros.ros` and is imported when the demo
+runs.
 """
 
 import argparse
@@ -35,7 +37,7 @@ import torch
 import yaml
 
 from scorehmr_ros import bag_io
-from scorehmr_ros.demo import embedded_default, honesty_note, keypoint_layout
+from scorehmr_ros.demo import embedded_default, honesty_note, keypoint_layout, POSE_NOTES
 from scorehmr_ros.metrics import mpjpe_mm
 from scorehmr_ros.synthetic_stream import make_stream
 
@@ -320,7 +322,8 @@ def expected_outputs(records: Sequence[bag_io.BagRecord]) -> List[Tuple[int, str
 
 def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_frames: int = 5,
                  rate: float = 0.5, timeout_s: float = 90.0, seed: int = 0,
-                 fused: bool = True, config=None) -> List[dict]:
+                 fused: bool = True, config=None, pose_source: str = 'heldout'
+                 ) -> List[dict]:
     """
     Replay a synthetic bag into the node and report per-frame accuracy.
 
@@ -335,6 +338,8 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     :param config: a :class:`~scorehmr_ros.config.RefinerConfig` whose ``model.checkpoint``
         and ``body.model_path`` the node runs (other engine settings: ``config/node.yaml``);
         unset values take the embedded default (shipped prior, anny body).
+    :param pose_source: the people's body motion, ``'heldout'`` (motion capture the shipped
+        prior did not see) or ``'random'`` (a fixed random pose).
     :return: the per-frame results of :func:`fused_errors` (fused) or :func:`frame_errors`.
     :raises RuntimeError: the node or the player failed, or outputs are missing.
     """
@@ -349,13 +354,14 @@ def run_ros_demo(output_dir: Union[str, Path], out: TextIO = sys.stdout, num_fra
     # A keypoint-conditioned denoiser builds its features from the keypoints: send none.
     features_dim = 0 if engine.keypoint_cond_layout else engine.denoiser.config.total_cond_dim
     frames = make_stream(engine.body, bag_io.CAMERAS, num_frames=num_frames, seed=seed,
-                         keypoint_layout=layout)
+                         keypoint_layout=layout, pose_source=pose_source)
     records = bag_io.write_synthetic_bag(bag, frames=frames, seed=seed,
                                          features_dim=features_dim)
     cameras = sorted({t.camera for t in bag_io.ground_truth(records)})
     out.write(f'bag: {bag} ({len(records)} messages, {num_frames} frames, '
               f'cameras {", ".join(cameras)}, {layout} keypoints)\n')
-    out.write(f'weights: {engine.describe_weights()}\nbody: {engine.body.name}\n')
+    out.write(f'weights: {engine.describe_weights()}\nbody: {engine.body.name}\n'
+              f'poses: {POSE_NOTES[pose_source]}\n')
     env = isolated_ros_env(output_dir / 'ros_log')
     params = write_node_params(output_dir / 'node_params.yaml', cameras, num_frames,
                                dict(FUSED_OVERRIDES if fused else {}, refiner=engine_params))

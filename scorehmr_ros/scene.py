@@ -5,17 +5,28 @@ Used by the demo, the tests and the benchmarks. Each person has a ground-truth S
 shape and placement; the camera sees their projected keypoints with pixel noise and
 dropped keypoints; a "regression estimate" is the ground truth perturbed in pose and
 translation, which is what ScoreHMR starts from.
+
+Body poses (joints 1..23) come from ``SceneSpec.pose_source``: ``'random'`` draws
+independent per-joint rotations (not human motion), ``'heldout'`` draws frames of the
+held-out motion capture shipped with the package (:mod:`scorehmr_ros.mocap.heldout`:
+plausible human poses the shipped prior was not trained on). The global orientation
+(upright, facing the camera) and the placement are drawn the same way for both.
 """
 
 import dataclasses
 import math
+from typing import Optional
 
 import torch
 
 from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.rotations import axis_angle_to_matrix
 from scorehmr_ros.guidance.camera import perspective_project
+from scorehmr_ros.mocap.heldout import load_heldout_poses, sample_body_poses
 from scorehmr_ros.observations import Observations
+
+#: Values of ``SceneSpec.pose_source``.
+POSE_SOURCES = ('random', 'heldout')
 
 
 @dataclasses.dataclass
@@ -54,6 +65,8 @@ class SceneSpec:
     :param keypoint_layout: layout of the observed keypoints (``body25``, the paper's, or
         ``coco17``, what the shipped prior is conditioned on); see
         :mod:`scorehmr_ros.body.layouts`.
+    :param pose_source: true body poses: ``'random'`` (per-joint rotations with
+        ``pose_std_rad``) or ``'heldout'`` (held-out motion-capture frames).
     """
 
     num_people: int = 3
@@ -66,6 +79,12 @@ class SceneSpec:
     dropout: float = 0.1
     cond_dim: int = 3072
     keypoint_layout: str = 'body25'
+    pose_source: str = 'random'
+
+    def __post_init__(self):
+        if self.pose_source not in POSE_SOURCES:
+            raise ValueError(f'SceneSpec.pose_source must be one of {", ".join(POSE_SOURCES)}, '
+                             f'got {self.pose_source!r}')
 
 
 def make_scene(body: BodyModel, spec: SceneSpec = SceneSpec(), seed: int = 0,
@@ -85,7 +104,8 @@ def make_scene(body: BodyModel, spec: SceneSpec = SceneSpec(), seed: int = 0,
     def randn(*shape):
         return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
-    gt_rotmats = _random_poses(b, spec.pose_std_rad, randn)
+    gt_rotmats = _random_poses(b, spec.pose_std_rad, randn, pose_source=spec.pose_source,
+                               gen=gen)
     gt_betas = 0.8 * randn(b, 10)
     # People side by side, 3.5-6 m in front of the camera.
     depth = 3.5 + 2.5 * torch.rand(b, generator=gen, dtype=torch.float64)
@@ -100,10 +120,15 @@ def make_scene(body: BodyModel, spec: SceneSpec = SceneSpec(), seed: int = 0,
     out = body(gt_rotmats.to(body_dtype), gt_betas.to(body_dtype))
     kp3d = body.keypoints(out, spec.keypoint_layout).double()
     kp2d = perspective_project(kp3d, gt_cam_t, focal, center)
-    kp2d = kp2d + spec.keypoint_noise_px * randn(*kp2d.shape)
-    conf = 0.7 + 0.3 * torch.rand(kp2d.shape[:2], generator=gen, dtype=torch.float64)
-    conf = torch.where(torch.rand(conf.shape, generator=gen, dtype=torch.float64) < spec.dropout,
-                       torch.zeros_like(conf), conf)
+    # Held-out scenes draw the keypoint noise from a stream of its own, so one seed gives
+    # the same people and the same starts whatever the layout (priors conditioned on
+    # different layouts then refine the same scene); 'random' keeps its historic stream.
+    kp_gen = torch.Generator().manual_seed(seed + 1) if spec.pose_source == 'heldout' else gen
+    kp2d = kp2d + spec.keypoint_noise_px * torch.randn(*kp2d.shape, generator=kp_gen,
+                                                       dtype=torch.float64)
+    conf = 0.7 + 0.3 * torch.rand(kp2d.shape[:2], generator=kp_gen, dtype=torch.float64)
+    conf = torch.where(torch.rand(conf.shape, generator=kp_gen, dtype=torch.float64)
+                       < spec.dropout, torch.zeros_like(conf), conf)
     gt_joints = out.joints45[:, :24].double() + gt_cam_t[:, None]
 
     noise_rot = axis_angle_to_matrix(spec.perturb_std_rad * randn(b, 24, 3))
@@ -138,8 +163,23 @@ def camera_facing_orientation(yaw_rad: torch.Tensor) -> torch.Tensor:
     return flip @ yaw
 
 
-def _random_poses(b: int, std: float, randn, max_yaw: float = 0.6) -> torch.Tensor:
-    """[B, 24, 3, 3] upright, camera-facing bodies with random joint rotations."""
-    body_aa = std * randn(b, 23, 3)
+def _random_poses(b: int, std: float, randn, max_yaw: float = 0.6,
+                  pose_source: str = 'random', gen: Optional[torch.Generator] = None
+                  ) -> torch.Tensor:
+    """
+    Upright, camera-facing bodies with random or held-out motion-capture joint rotations.
+
+    :param b: B.
+    :param std: per-joint axis-angle spread of ``'random'`` poses, radians.
+    :param randn: standard-normal float64 sampler of the caller's stream.
+    :param max_yaw: largest turn away from the camera, radians.
+    :param pose_source: ``'random'`` or ``'heldout'``.
+    :param gen: the caller's generator (``'heldout'`` draws the frames with it).
+    :return: [B, 24, 3, 3] rotations, global orientation first.
+    """
+    if pose_source == 'heldout':
+        body = sample_body_poses(load_heldout_poses(), b, gen)
+    else:
+        body = axis_angle_to_matrix(std * randn(b, 23, 3))
     root = camera_facing_orientation(max_yaw * torch.tanh(randn(b)))
-    return torch.cat((root[:, None], axis_angle_to_matrix(body_aa)), dim=1)
+    return torch.cat((root[:, None], body), dim=1)

@@ -16,6 +16,10 @@ Each view also carries its camera's extrinsics (``world_to_camera``, world frame
 its frame, so calibrated fusion and temporal smoothing can be measured against ground
 truth. ``pose_motion_rad > 0`` makes the body joints swing smoothly over time (drawn
 from a separate random stream, so the default output is unchanged).
+``pose_source='heldout'`` instead plays, per person, a random contiguous stretch of the
+held-out motion capture shipped with the package (:mod:`scorehmr_ros.mocap.heldout`: real
+human motion the shipped prior was not trained on) at its real speed; the global
+orientation and the walk of the pelvis stay those of the default.
 """
 
 import dataclasses
@@ -28,8 +32,9 @@ import torch
 from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from scorehmr_ros.guidance.camera import perspective_project
+from scorehmr_ros.mocap.heldout import load_heldout_poses, sample_body_sequences
 from scorehmr_ros.observations import Observations
-from scorehmr_ros.scene import _random_poses
+from scorehmr_ros.scene import _random_poses, POSE_SOURCES
 
 #: Name of the common frame of the stream's extrinsics (camera 0's optical frame).
 WORLD_FRAME = 'world'
@@ -97,7 +102,7 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
                 camera_yaw_deg: float = 35.0, keypoint_noise_px: float = 0.3,
                 perturb_std_rad: float = 0.12, perturb_trans_m: Tuple[float, float] = (0.05, 0.3),
                 pose_motion_rad: float = 0.0, motion_hz: float = 0.5,
-                keypoint_layout: str = 'body25') -> List[Frame]:
+                keypoint_layout: str = 'body25', pose_source: str = 'random') -> List[Frame]:
     """
     Generate frames of people walking slowly, seen by several cameras.
 
@@ -118,8 +123,17 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
         (0: a fixed pose, the default).
     :param motion_hz: frequency of that swing.
     :param keypoint_layout: layout of the generated keypoints (``body25``, ``coco17``, ...).
+    :param pose_source: body poses (joints 1..23): ``'random'`` (a random pose, fixed or
+        swinging with ``pose_motion_rad``) or ``'heldout'`` (held-out motion capture, a
+        contiguous stretch per person; ``pose_motion_rad`` must then be 0).
     :return: the frames.
+    :raises ValueError: on an unknown ``pose_source`` or motion on top of held-out poses.
     """
+    if pose_source not in POSE_SOURCES:
+        raise ValueError(f'pose_source must be one of {", ".join(POSE_SOURCES)}, got '
+                         f'{pose_source!r}')
+    if pose_source == 'heldout' and pose_motion_rad > 0:
+        raise ValueError('pose_motion_rad must be 0 with held-out poses (they move already)')
     gen = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -138,6 +152,11 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
     velocity = 0.3 * torch.stack((randn(num_people), torch.zeros(num_people),
                                   randn(num_people)), dim=1)
     centre = pelvis_w.mean(dim=0)
+    if pose_source == 'heldout':
+        # A separate stream as for the swing; [F, P, 23, 3, 3] real motion at ``fps``.
+        body_motion = sample_body_sequences(
+            load_heldout_poses(), num_people, num_frames, fps,
+            torch.Generator().manual_seed(seed + 2))
     if pose_motion_rad > 0:
         # A separate stream: the default (static-pose) output must not change.
         motion_gen = torch.Generator().manual_seed(seed + 1)
@@ -158,6 +177,9 @@ def make_stream(body: BodyModel, cameras: Sequence[str] = ('cam0', 'cam1', 'cam2
             swing = pose_motion_rad * torch.sin(2 * math.pi * motion_hz * time_s + phases)
             pose_t = rotmats.clone()
             pose_t[:, 1:] = rotmats[:, 1:] @ axis_angle_to_matrix(axes * swing)
+        elif pose_source == 'heldout':
+            pose_t = rotmats.clone()
+            pose_t[:, 1:] = body_motion[frame]
         views = []
         for cam_index, name in enumerate(cameras):
             rot, trans = poses[cam_index]

@@ -170,15 +170,10 @@ def make_mocap_set(bvh_paths: Sequence[str], spec: MocapSetSpec = MocapSetSpec()
     for sequence_id, path in enumerate(bvh_paths):
         clip = _load_clip(path, spec, joints_body, rest)
         n = clip.motion.num_frames
-        n_eval = int(math.ceil(spec.holdout_fraction * n))
-        gap = int(round(spec.gap_s * spec.fps))
-        n_train = n - n_eval - gap
-        if n_train < 1 or n_eval < 1:
-            raise ValueError(f'{path}: {n} frames at {spec.fps:g} fps are too few to hold out '
-                             f'{spec.holdout_fraction:g} after a {spec.gap_s:g} s gap')
+        train_frames, eval_frames = split_frames(n, spec, path)
         stats[f'frames_{os.path.basename(path)}'] = n
-        for split, frames, parts in (('train', np.arange(n_train), train_parts),
-                                     ('eval', np.arange(n - n_eval, n), eval_parts)):
+        for split, frames, parts in (('train', train_frames, train_parts),
+                                     ('eval', eval_frames, eval_parts)):
             for view in range(spec.views):
                 rows = _render_view(clip, frames, spec, rng, rest_pelvis, kp_index, stats)
                 rows['sequence_id'] = np.full(len(frames), sequence_id, dtype=np.int64)
@@ -212,16 +207,50 @@ def write_mocap_set(result: MocapSet, out_dir: str) -> Tuple[str, str]:
     return paths
 
 
-def _load_clip(path: str, spec: MocapSetSpec, joints_body: JointsOnlyBody, rest) -> _Clip:
+def split_frames(num_frames: int, spec: MocapSetSpec, name: str = 'clip'
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """
+    Time split of one resampled clip: training frames, then a gap, then held-out frames.
+
+    :param num_frames: frames of the clip at ``spec.fps``.
+    :param spec: ``holdout_fraction``, ``gap_s`` and ``fps``.
+    :param name: the clip, for the error message.
+    :return: ``(train, eval)`` int64 frame indices at ``spec.fps``.
+    :raises ValueError: if the clip is too short to split.
+    """
+    n_eval = int(math.ceil(spec.holdout_fraction * num_frames))
+    gap = int(round(spec.gap_s * spec.fps))
+    n_train = num_frames - n_eval - gap
+    if n_train < 1 or n_eval < 1:
+        raise ValueError(f'{name}: {num_frames} frames at {spec.fps:g} fps are too few to '
+                         f'hold out {spec.holdout_fraction:g} after a {spec.gap_s:g} s gap')
+    return np.arange(n_train), np.arange(num_frames - n_eval, num_frames)
+
+
+def load_motion(path: str, spec: MocapSetSpec, rest_joints: np.ndarray) -> Retargeted:
+    """
+    Read a BVH clip, retarget it to a body and resample it to ``spec.fps``.
+
+    :param path: BVH file.
+    :param spec: ``fps`` and ``max_frames``.
+    :param rest_joints: [24, 3] rest joints of the target body, metres.
+    :return: the motion at ``spec.fps``.
+    :raises BvhError: on an unreadable file.
+    :raises ValueError: if ``spec.fps`` exceeds the clip's rate.
+    """
     bvh = read_bvh(path)
-    motion = retarget(bvh, rest_joints=rest.joints[0].numpy())
+    motion = retarget(bvh, rest_joints=rest_joints)
     if spec.max_frames is not None:
         motion.rotmats = motion.rotmats[:spec.max_frames]
         motion.pelvis_m = motion.pelvis_m[:spec.max_frames]
     if spec.fps > motion.fps * (1 + 1e-6):
         raise ValueError(f'{path}: output fps {spec.fps:g} exceeds the clip rate '
                          f'{motion.fps:g}')
-    motion = resample(motion, spec.fps)
+    return resample(motion, spec.fps)
+
+
+def _load_clip(path: str, spec: MocapSetSpec, joints_body: JointsOnlyBody, rest) -> _Clip:
+    motion = load_motion(path, spec, rest.joints[0].numpy())
     rotmats = torch.from_numpy(motion.rotmats)
     count = rotmats.shape[0]
     state = type(rest)(*(t.expand(count, *t.shape[1:]) for t in rest))

@@ -475,7 +475,7 @@ def resample(motion: Retargeted, fps: float) -> Retargeted:
         high = np.minimum(low + 1, motion.num_frames - 1)
         frac = (position - low)[:, None]
         pelvis = (1 - frac) * motion.pelvis_m[low] + frac * motion.pelvis_m[high]
-        rotmats = _slerp(motion.rotmats[low], motion.rotmats[high], frac[:, :, None])
+        rotmats = slerp(motion.rotmats[low], motion.rotmats[high], frac[:, :, None])
     return Retargeted(rotmats=rotmats, pelvis_m=pelvis, fps=float(fps), source=motion.source,
                       mapping=motion.mapping, missing=motion.missing,
                       alignments=motion.alignments, hinge_axes=motion.hinge_axes,
@@ -483,8 +483,15 @@ def resample(motion: Retargeted, fps: float) -> Retargeted:
                       world_rotation=motion.world_rotation)
 
 
-def _slerp(rot_a: np.ndarray, rot_b: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] spherical interpolation, ``frac`` [..., 1] in [0, 1]."""
+def slerp(rot_a: np.ndarray, rot_b: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """
+    Spherical interpolation of rotation matrices (the shorter way round).
+
+    :param rot_a: [..., 3, 3] rotations at ``frac = 0``.
+    :param rot_b: [..., 3, 3] rotations at ``frac = 1``.
+    :param frac: [..., 1] interpolation weights in [0, 1] (broadcast over the quaternion).
+    :return: [..., 3, 3] rotations.
+    """
     qa = matrix_to_quat_wxyz(torch.from_numpy(rot_a)).numpy()
     qb = matrix_to_quat_wxyz(torch.from_numpy(rot_b)).numpy()
     dot = (qa * qb).sum(-1, keepdims=True)
