@@ -442,8 +442,8 @@ def _demo_engine(config):
     engine = Refiner(config.replace(engine={'backend': 'torch', 'body': 'mesh',
                                             'compile': False}))
     params = {'model': {'checkpoint': config.model.checkpoint or ''}}
-    if config.body.model_path:
-        params['body'] = {'model_path': config.body.model_path}
+    # Always explicit: node.yaml's own default body would not be the one scored here.
+    params['body'] = {'model_path': config.body.model_path or ''}
     return engine, params
 
 

@@ -46,7 +46,11 @@ def test_replayed_bag_is_refined_frame_by_frame(ros_env, tmp_path):
     records = bag_io.write_synthetic_bag(bag, num_frames=NUM_FRAMES, seed=3)
     wanted = demo_ros.expected_outputs(records)
     assert len(wanted) == NUM_FRAMES * len(CAMERAS)
-    params = demo_ros.write_node_params(tmp_path / 'params.yaml', CAMERAS, NUM_FRAMES)
+    # The bag plays an upstream detector (BODY_25, 3072 features): random weights on the
+    # synthetic body instead of node.yaml's COCO-17 prior.
+    params = demo_ros.write_node_params(
+        tmp_path / 'params.yaml', CAMERAS, NUM_FRAMES,
+        {'refiner': {'model': {'checkpoint': ''}, 'body': {'model_path': ''}}})
     collector = OutputCollector(int(ros_env['ROS_DOMAIN_ID']))
     node = demo_ros.start_node(params, ros_env)
     player = None

@@ -73,10 +73,12 @@ class Rig:
         self.domain = random.SystemRandom().randint(1, 200)
         self.env = isolated_ros_env(tmp / 'ros_log', self.domain)
         self.namespace = random_namespace()
-        # One file for both nodes (its '/**' section), as the launch file passes it.
+        # One file for both nodes (its '/**' section), as the launch file passes it, with
+        # node.yaml's embedded default engine (shipped COCO-17 prior, anny body): the
+        # configuration a user of the built-in detector runs.
         params = write_params(tmp / 'params.yaml', {
             'cameras': ['cam0'], 'input_qos': 'reliable', 'stale_age_s': 0.0,
-            'camera_timeout_s': 60.0, 'refiner.sampler.outer_iters': 1})
+            'camera_timeout_s': 60.0, 'refiner.sampler.outer_iters': 1}, engine={})
         self.refiner = NodeProcess(params, self.env, self.namespace, tmp / 'node.log')
         self.detector_log = open(tmp / 'detector.log', 'w', encoding='utf-8')
         self.detector = subprocess.Popen(
@@ -194,7 +196,9 @@ def test_photo_gives_one_person_and_a_refined_body(rig):
     person, = msg.people
     assert person.keypoint_layout == PersonDetection.LAYOUT_COCO17
     assert person.track_id == PersonDetection.TRACK_ID_NONE
-    assert person.regressor == 'mediapipe_pose+rest_pose_fit' and len(person.features) == 0
+    # node.yaml's shipped COCO-17 prior: the start is the best of prior samples and the
+    # rest pose.
+    assert person.regressor == 'mediapipe_pose+keypoint_prior_fit' and not person.features
     xy = np.asarray(person.keypoints_xy).reshape(17, 2)
     conf = np.asarray(person.keypoint_confidence)
     assert conf.shape == (17,) and ((conf >= 0) & (conf <= 1)).all()

@@ -160,6 +160,10 @@ def node_process(ros_env, tmp_path):
     node_params = params['/**']['ros__parameters']
     node_params.update(cameras=list(CAMERAS), camera_timeout_s=1.5, diagnostics_period_s=0.25,
                        stale_age_s=300.0, max_queue=4)  # no stale drop on a slow machine
+    # The harness plays an upstream detector (BODY_25, 3072 features): random weights on
+    # the synthetic body instead of node.yaml's COCO-17 prior.
+    node_params['refiner']['model']['checkpoint'] = ''
+    node_params['refiner']['body']['model_path'] = ''
     params_file = tmp_path / 'params.yaml'
     params_file.write_text(yaml.safe_dump(params))
     child = subprocess.Popen(

@@ -32,6 +32,7 @@ closed on shutdown (SIGINT/SIGTERM included).
 """
 
 import collections
+import dataclasses
 import logging
 import os
 import re
@@ -358,7 +359,20 @@ class ScoreHmrNode(Node):
             return
         if self._stamp_rejected(camera, stamp_ns):
             return
-        decoded = convert.decode_detections(msg, self.cond_dim)
+        # A prior conditioned on keypoint features builds them from the keypoints: the
+        # detections' own features (any size) are not used, their layout must match.
+        kp_layout = self.refiner.keypoint_cond_layout
+        decoded = convert.decode_detections(msg, None if kp_layout else self.cond_dim)
+        if kp_layout:
+            wrong = [p for p in decoded.people if p.layout != kp_layout]
+            if wrong:
+                decoded.rejected.append(
+                    f'{len(wrong)} detection(s) with {wrong[0].layout} keypoints; the '
+                    f'denoiser is conditioned on {kp_layout} keypoint features (set '
+                    'refiner.model.checkpoint to weights made for this detector)')
+                self._count('bad_detection', len(wrong) - 1)
+            decoded.people = [dataclasses.replace(p, features=None)
+                              for p in decoded.people if p.layout == kp_layout]
         if decoded.rejected:
             self._count('bad_detection', len(decoded.rejected))
             self.get_logger().warning(f'{camera.name}: ' + '; '.join(decoded.rejected),

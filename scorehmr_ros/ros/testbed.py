@@ -53,19 +53,29 @@ INPUT_TOPICS = (('image', Image), ('camera_info', CameraInfo),
                 ('detections', PersonDetectionArray))
 
 
-def write_params(path: Union[str, Path], overrides: Dict) -> Path:
+#: Engine of the rigs that play an upstream detector with BODY_25 keypoints and 3072
+#: features (:func:`person_msg`): random weights on the synthetic body, since the shipped
+#: prior of ``config/node.yaml`` takes COCO-17 keypoints only.
+UPSTREAM_ENGINE = {'refiner.model.checkpoint': '', 'refiner.body.model_path': ''}
+
+
+def write_params(path: Union[str, Path], overrides: Dict,
+                 engine: Optional[Dict] = None) -> Path:
     """
     Write a node parameter file: ``config/node.yaml`` with ``overrides`` applied.
 
     :param path: file to write.
     :param overrides: parameter name -> value (``refiner.sampler.outer_iters`` style names
         reach into the nested ``refiner`` section).
+    :param engine: engine parameters applied before ``overrides`` (default
+        :data:`UPSTREAM_ENGINE`; ``{}`` keeps node.yaml's embedded default).
     :return: ``path``.
     """
     with open(REPO / 'config' / 'node.yaml', encoding='utf-8') as handle:
         params = yaml.safe_load(handle)
     node_params = params['/**']['ros__parameters']
-    for name, value in overrides.items():
+    engine = UPSTREAM_ENGINE if engine is None else engine
+    for name, value in {**engine, **overrides}.items():
         target = node_params
         *sections, key = name.split('.')
         for section in sections:
