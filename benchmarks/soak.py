@@ -58,7 +58,9 @@ def load_frames(bag: Path) -> List[Dict[str, Dict[str, object]]]:
 
     per_topic: Dict[str, list] = {}
     for record in bag_io.read_bag_raw(bag):
-        if record.topic == bag_io.GROUND_TRUTH_TOPIC:
+        # Ground truth and /tf_static (the cameras' poses, one message) are not camera
+        # frames; this soak runs the node uncalibrated.
+        if record.topic == bag_io.GROUND_TRUTH_TOPIC or record.topic.count('/') != 2:
             continue
         msg = deserialize_message(record.message, message_class(record.msgtype))
         per_topic.setdefault(record.topic, []).append(msg)
