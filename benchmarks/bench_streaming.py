@@ -26,6 +26,9 @@ window and the runtimes' first-call allocations. Usage::
 ``--sweep`` adds cases with fewer DDIM steps (the accuracy / latency trade-off);
 ``--iobinding`` times the ONNX Runtime step call with and without IOBinding (blocks of
 calls interleaved in one process) and adds a 1-camera case with IOBinding off;
+``--compile`` adds, after the selected cases, each 1-camera case again with
+``engine.compile`` (the fused, compiled guidance loop, :mod:`scorehmr_ros.guidance.fused_loop`;
+its graphs compile during the warm-up frames, one per row count);
 ``--quick`` is a smoke test (numbers not meaningful).
 """
 
@@ -145,6 +148,8 @@ def make_refiner(args, case: Dict) -> Refiner:
         overrides['engine.backend'] = args.backend
     if args.checkpoint:
         overrides['model.checkpoint'] = args.checkpoint
+    if case.get('compile'):
+        overrides['engine.compile'] = True
     cfg = load_config(os.path.join(ROOT, 'config', 'fast.yaml'), overrides)
     return Refiner(cfg)
 
@@ -195,6 +200,7 @@ def run_case(args, case: Dict, frames) -> Dict:
         'start_mpjpe_mm': float(mpjpe_mm(init, gt).mean()),
         'load_avg_1min': round(os.getloadavg()[0], 2),
         'backend': refiner.backend.name,
+        'compile': bool(refiner.config.engine.compile),
         'io_binding': bool(getattr(refiner.backend, 'io_binding', False)),
     }
     return row
@@ -237,6 +243,8 @@ def main(argv=None) -> int:
     parser.add_argument('--no-default', action='store_true', help='skip the main cases')
     parser.add_argument('--iobinding', action='store_true',
                         help='time ONNX Runtime IOBinding on/off (per call and per frame)')
+    parser.add_argument('--compile', action='store_true',
+                        help='repeat the 1-camera cases with engine.compile (fused loop)')
     parser.add_argument('--seed', type=int, default=3)
     parser.add_argument('--json')
     parser.add_argument('--markdown')
@@ -260,6 +268,10 @@ def main(argv=None) -> int:
     if args.quick:
         cases = [dict(c, sampler={'tau': 10, 'ddim_step': 5}) for c in cases[:1]] + \
             [dict(c, sampler={'tau': 10, 'ddim_step': 5}) for c in cases if c['views'] > 1][:1]
+    if args.compile:
+        # Same cases, compiled: before and after in one process, same frames and load.
+        cases += [dict(c, compile=True, label=c['label'] + ', compiled')
+                  for c in cases if c['views'] == 1 and not c.get('compile')]
     body = make_refiner(args, {'views': 1, 'sampler': SINGLE}).body
     frames = make_stream(body, cameras=CAMERAS, num_people=1, num_frames=args.frames,
                          seed=args.seed, image_hw=(480, 640), focal_px=600.0,

@@ -264,9 +264,12 @@ class Refiner:
 
         grid = timestep_grid(cfg.tau, cfg.ddim_step)
         target = self._temporal_target(obs, rows)
-        if self._can_fuse(kp) and target is None:
+        if self._can_fuse(kp):
+            temporal = {'prev_row': prev_row}
+            if target is not None:
+                temporal.update(target=target[0], weight=target[1])
             return self._refine_fused(obs, rows, x_start, rows.repeat(rows.get(obs.cond)), rest,
-                                      kp, translation, betas_rows, grid, started)
+                                      kp, translation, betas_rows, grid, started, temporal)
 
         def gradient(x_t, t, eps):
             return self._guidance_gradient(x_t, t, eps, betas_rows, rest, kp, camera, stopper,
@@ -465,14 +468,24 @@ class Refiner:
         return (rows.repeat(rows.get(obs.temporal_target_6d)), rows.repeat(rows.get(weight)))
 
     def _can_fuse(self, kp) -> bool:
-        """Whether the compiled keypoint loop applies to this configuration."""
+        """
+        Whether the compiled keypoint loop applies to this configuration.
+
+        It covers keypoint guidance with the temporal terms (L_temp along the frame
+        chains, frozen targets), not multi-view guidance or a diffused shape.
+        """
         guide = self.config.guidance
         return (self.config.engine.compile and kp is not None and not guide.multiview
-                and not guide.temporal and not self.denoiser.config.use_shape)
+                and not self.denoiser.config.use_shape)
 
     def _refine_fused(self, obs, rows, x_start, cond, rest, kp, translation, betas_rows,
-                      grid, started) -> RefinementResult:
-        """Algorithm 1 with the fused, compiled keypoint steps (same results ~1e-6)."""
+                      grid, started, temporal=None) -> RefinementResult:
+        """
+        Algorithm 1 with the fused, compiled keypoint steps (same results ~1e-6).
+
+        :param temporal: ``prev_row`` [N] and/or ``target`` [N, 144] with ``weight`` [N]
+            (see :meth:`FusedKeypointLoop.guided_sweep`), or None.
+        """
         cfg = self.config.sampler
         key = (kp['layout'], cfg.early_stopping)
         loop = self._fused_loops.get(key)
@@ -485,11 +498,17 @@ class Refiner:
         inversion, sampling = list(inversion_pairs(grid)), list(sampling_pairs(grid))
         prep = loop.folded.prepare(cond)
         state = initial_state(x_start, translation)
-        # Guards are checked (and graphs compiled) on the first outer iteration; later
-        # iterations call the same graphs with inputs of the same shapes, so their guard
-        # evaluation (~0.2 ms per call here) is skipped.
+        # Guards are checked (and graphs compiled) on the first outer iteration of the first
+        # call with these inputs' shapes and terms; later iterations and calls (a stream's
+        # frames) run the same graphs with inputs of the same shapes, so their guard
+        # evaluation (~0.2 ms per call here) is skipped. Only the guards that tell the
+        # compiled variants apart (row counts, terms) still run.
+        signature = (tuple(x_start.shape), str(x_start.dtype), str(x_start.device),
+                     tuple(sorted(name for name, value in (temporal or {}).items()
+                                  if value is not None)))
+        checked = signature in loop.checked_signatures
         for outer in range(self._outer_iters):
-            with torch.compiler.set_stance(skip_guard_eval_unsafe=outer > 0):
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=checked or outer > 0):
                 x_t = loop.invert_sweep(state.x_t, inversion, prep)
                 if outer == 0 and cfg.num_samples > 1:
                     gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -499,7 +518,9 @@ class Refiner:
                                   % cfg.num_samples) > 0
                     x_t = torch.where(noise_rows[:, None],
                                       self.schedule.q_sample(x_start, grid[-1], noise), x_t)
-                state = loop.guided_sweep(state._replace(x_t=x_t), sampling, prep, rest, kp)
+                state = loop.guided_sweep(state._replace(x_t=x_t), sampling, prep, rest, kp,
+                                          temporal)
+        loop.checked_signatures.add(signature)
         stopped = state.stopped[:, None]
         x0 = torch.where(stopped, state.cached_x0, state.x0)
         translation = torch.where(stopped, state.cached_trans, state.trans)

@@ -1,5 +1,6 @@
 """Fast path: folding, backends, ONNX export, joints-only body, and their parity."""
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -185,12 +186,13 @@ def test_tensorrt_engine_matches_torch(tmp_path):
                                    ref.eps(x, 9, ref.prepare(c)), atol=1e-4, rtol=0)
 
 
-def test_compiled_keypoint_gradient_with_temporal_matches_eager(body):
-    # Keypoints + temporal: the fused keypoint gradient inside the general loop.
+def test_compiled_keypoint_gradient_with_multiview_matches_eager(body):
+    # Keypoints + multi-view consistency: the fused keypoint gradient inside the general
+    # loop (the fused loop does not cover multi-view guidance).
     denoiser = net(DenoiserConfig())
     obs = make_scene(body, SceneSpec(num_people=2, cond_dim=3072), seed=5).obs
     engine = {'backend': 'folded', 'body': 'joints'}
-    guidance = {'temporal': True}
+    guidance = {'multiview': True}
     eager = _refine(body, denoiser, engine, obs, guidance, tau=6, outer_iters=2)
     fused = _refine(body, denoiser, dict(engine, compile=True), obs, guidance, tau=6,
                     outer_iters=2)
@@ -269,3 +271,80 @@ def test_chunked_sweeps_equal_one_step_per_call(body):
         RefinerConfig().replace(engine={'steps_per_call': 0})
     with pytest.raises(ValueError, match='not consecutive'):
         loop.invert_sweep(x, [(0, 2), (4, 6)], prep)
+
+
+def _temporal_scene(body):
+    """Three chained frames with frozen targets; row 0 saturated so that it stops at once."""
+    obs = make_scene(body, SceneSpec(num_people=3, cond_dim=3072), seed=6).obs
+    obs.keypoints_2d[0, :, :2] += 1e4
+    gen = torch.Generator().manual_seed(1)
+    start_6d = obs.init_rotmats[..., :2].transpose(-1, -2).reshape(3, 144)
+    return dataclasses.replace(
+        obs, temporal_target_6d=start_6d + 0.05 * torch.randn(3, 144, generator=gen),
+        temporal_target_weight=torch.tensor([1.0, 0.5, 0.0]))
+
+
+@pytest.mark.parametrize('steps_per_call', [1, 5])
+@pytest.mark.parametrize('terms', ['window', 'target'])
+def test_fused_loop_with_temporal_terms_matches_the_general_loop(body, steps_per_call, terms):
+    # The fused step's temporal gradient (window L_temp along prev_row, or the frozen
+    # targets) against the general loop's autograd, through Refiner.refine. The fused loop
+    # runs uncompiled here (same Python step, seconds instead of minutes of compilation;
+    # the compiled graph is checked below): 5 pairs per sweep = one chunk of 5.
+    from scorehmr_ros.guidance.fused_loop import FusedKeypointLoop
+
+    obs = _temporal_scene(body)
+    if terms == 'window':
+        obs = dataclasses.replace(obs, temporal_target_6d=None, temporal_target_weight=None)
+    guidance = {'temporal': terms == 'window'}
+    sampler = {'tau': 10, 'outer_iters': 2, 'early_stopping': 'relative'}
+    engine = {'backend': 'folded', 'body': 'joints'}
+    denoiser = net(DenoiserConfig())
+    eager = _refine(body, denoiser, engine, obs, guidance, **sampler)
+    cfg = RefinerConfig().replace(engine=dict(engine, compile=True), guidance=guidance,
+                                  sampler=dict({'ddim_step': 2}, **sampler))
+    refiner = Refiner(cfg, denoiser=denoiser, body=body)
+    refiner._fused_loops[('body25', 'relative')] = FusedKeypointLoop(
+        refiner.schedule, refiner._folded(), refiner.joints_body, 'body25', cfg.guidance,
+        'relative', cfg.sampler.early_stop_tol, compile=False, steps_per_call=steps_per_call)
+    fused = refiner.refine(obs)
+    assert fused.info['guided_steps'] == eager.info['guided_steps'] == 10
+    assert torch.equal(fused.stop_step, eager.stop_step)
+    assert int(eager.stop_step[0, 0]) >= 0 and (eager.stop_step[1:] < 0).all()
+    torch.testing.assert_close(fused.x0, eager.x0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused.cam_t, eager.cam_t, atol=1e-5, rtol=0)
+    # The temporal term really acted: without it the result is elsewhere.
+    plain = _refine(body, denoiser, engine, dataclasses.replace(
+        obs, temporal_target_6d=None, temporal_target_weight=None), **sampler)
+    assert (plain.x0 - fused.x0).abs().max() > 1e-3
+
+
+def test_compiled_fused_loop_with_temporal_terms_matches_eager(body):
+    # Both temporal terms at once in the compiled step, in two engines that differ only in
+    # rho_temporal (as OnlineTemporalRefiner's two engines), called in turn: from the second
+    # call on, the refiner skips the guards that do not tell compiled variants apart, and
+    # each engine must still run its own graph. Two compilations, ~1 min each.
+    obs = _temporal_scene(body)
+    sampler = {'tau': 6, 'outer_iters': 2, 'early_stopping': 'relative'}
+    engine = {'backend': 'folded', 'body': 'joints'}
+    denoiser = net(DenoiserConfig())
+    eager, fused = {}, {}
+    for rho in (30.0, 3000.0):
+        guidance = {'temporal': True, 'rho_temporal': rho}
+        eager[rho] = _refine(body, denoiser, engine, obs, guidance, **sampler)
+        cfg = RefinerConfig().replace(engine=dict(engine, compile=True), guidance=guidance,
+                                      sampler=dict({'ddim_step': 2}, **sampler))
+        fused[rho] = Refiner(cfg, denoiser=denoiser, body=body)
+    assert (eager[30.0].x0 - eager[3000.0].x0).abs().max() > 1e-2
+    for _ in range(2):
+        for rho, refiner in fused.items():
+            got, want = refiner.refine(obs), eager[rho]
+            assert torch.equal(got.stop_step, want.stop_step)
+            assert (want.stop_step >= 0).any()
+            torch.testing.assert_close(got.x0, want.x0, atol=1e-5, rtol=0)
+            torch.testing.assert_close(got.cam_t, want.cam_t, atol=1e-5, rtol=0)
+    from scorehmr_ros.guidance.fused_loop import _checked_temporal
+    with pytest.raises(ValueError, match='target and weight come together'):
+        _checked_temporal({'target': obs.temporal_target_6d})
+    with pytest.raises(ValueError, match='unknown terms'):
+        _checked_temporal({'prev': torch.zeros(3)})

@@ -8,21 +8,25 @@ it on CPU, and on a GPU the same functions can be captured and replayed as CUDA 
 (no host synchronisation inside the loop).
 
 Scope: keypoint guidance (the single-frame fitting of the paper) with the folded
-denoiser and joints-only kinematics; the refiner uses the general loop for multi-view
-and temporal guidance. Results equal the general fast path to ~1e-6.
+denoiser and joints-only kinematics, optionally with the temporal terms (L_temp along
+``prev_row`` chains, as the online window mode runs it, and the pull toward frozen
+targets of the online frozen mode); the refiner uses the general loop for multi-view
+guidance. Results equal the general fast path to ~1e-6.
 
 Letters: N rows, D state dimension.
 """
 
 import copy
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from scorehmr_ros.body.kinematics import JointsOnlyBody, RestState
+from scorehmr_ros.diffusion.denoiser import POSE_DIM
 from scorehmr_ros.diffusion.folded import FoldedDenoiser
 from scorehmr_ros.diffusion.schedule import CosineSchedule
 from scorehmr_ros.guidance.compiled import KeypointGradient
+from scorehmr_ros.guidance.losses import temporal_smoothness_loss, temporal_target_loss
 
 RULE_CODES = {'none': 0, 'relative': 1, 'threshold': 2}
 
@@ -123,6 +127,9 @@ class FusedKeypointLoop:
         self._invert_chunk = wrap(self._invert_many) if steps_per_call > 1 else None
         self._guided_chunk = wrap(self._guided_many) if steps_per_call > 1 else None
         self._plans = {}
+        #: input signatures whose graphs ran once with full guard evaluation (the refiner
+        #: skips the guards that do not tell compiled variants apart on later calls)
+        self.checked_signatures = set()
 
     def invert_sweep(self, x_t: torch.Tensor, pairs: Sequence[Tuple[int, int]], prep
                      ) -> torch.Tensor:
@@ -140,7 +147,8 @@ class FusedKeypointLoop:
         return x_t
 
     def guided_sweep(self, state: LoopState, pairs: Sequence[Tuple[int, int]], prep,
-                     rest: RestState, kp) -> LoopState:
+                     rest: RestState, kp, temporal: Optional[Dict[str, torch.Tensor]] = None
+                     ) -> LoopState:
         """
         Guided DDIM steps over consecutive ``(t, t_next)`` pairs.
 
@@ -149,11 +157,15 @@ class FusedKeypointLoop:
         :param prep: the folded denoiser's per-frame preparation.
         :param rest: rest state of the rows' shapes.
         :param kp: keypoint tensors (target, conf, focal, center, size).
+        :param temporal: temporal terms, weighted by ``guidance.rho_temporal``, or None:
+            ``prev_row`` [N] int64 (L_temp along the chains, -1 for a first frame) and/or
+            ``target`` [N, 144] with ``weight`` [N] (the pull toward frozen targets).
         :return: the state after the last step.
         """
+        temporal = _checked_temporal(temporal)
         for many, ts in self._plan(pairs, state.x_t.device):
-            state = (self._guided_chunk(state, ts, prep, rest, kp) if many
-                     else self.guided(state, ts[0:1], ts[1:2], prep, rest, kp))
+            state = (self._guided_chunk(state, ts, prep, rest, kp, temporal) if many
+                     else self.guided(state, ts[0:1], ts[1:2], prep, rest, kp, temporal))
         return state
 
     def _plan(self, pairs: Sequence[Tuple[int, int]], device) -> List[Tuple[bool, torch.Tensor]]:
@@ -186,10 +198,11 @@ class FusedKeypointLoop:
         return x_t
 
     def _guided_many(self, state: LoopState, ts: torch.Tensor, prep, rest: RestState,
-                     kp) -> LoopState:
+                     kp, temporal) -> LoopState:
         """``steps_per_call`` guided steps along ts ([K+1] int64), one graph."""
         for i in range(self.steps_per_call):
-            state = self._guided(state, ts[i:i + 1], ts[i + 1:i + 2], prep, rest, kp)
+            state = self._guided(state, ts[i:i + 1], ts[i + 1:i + 2], prep, rest, kp,
+                                 temporal)
         return state
 
     def _invert(self, x_t: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, prep):
@@ -202,7 +215,7 @@ class FusedKeypointLoop:
             eps * _at(s.move_sqrt_one_minus_alphas_cumprod, t_next)
 
     def _guided(self, state: LoopState, t: torch.Tensor, t_next: torch.Tensor, prep,
-                rest: RestState, kp) -> LoopState:
+                rest: RestState, kp, temporal=None) -> LoopState:
         """One guided DDIM step ``t -> t_next`` with camera Adam and early stopping."""
         s, g = self.schedule, self.guidance
         x_t = state.x_t
@@ -230,8 +243,17 @@ class FusedKeypointLoop:
             grad_t = grad_t * keep[:, None]
             trans, exp_avg, exp_avg_sq, adam_step = _adam(
                 trans, exp_avg, exp_avg_sq, adam_step, grad_t, g.camera_lr)
-        eps = eps + _at(s.sqrt_one_minus_alphas_cumprod, t) * (
-            g.grad_scale * g.rho_keypoints * grad_x)
+        if temporal:
+            # The temporal terms are not early-stopped (the general loop's rule): stopped
+            # rows keep following their neighbours; their output is frozen all the same.
+            grad_temp = _TEMPORAL_GRAD(x_t, eps, c_x, c_e, g.rho_temporal,
+                                       temporal.get('prev_row'), temporal.get('target'),
+                                       temporal.get('weight'))
+            eps = eps + _at(s.sqrt_one_minus_alphas_cumprod, t) * (
+                g.grad_scale * (g.rho_keypoints * grad_x + grad_temp))
+        else:
+            eps = eps + _at(s.sqrt_one_minus_alphas_cumprod, t) * (
+                g.grad_scale * g.rho_keypoints * grad_x)
         x0 = c_x * x_t - c_e * eps
         new = mask & ~state.stopped
         return LoopState(
@@ -245,6 +267,44 @@ class FusedKeypointLoop:
             cached_x0=torch.where(new[:, None], x0, state.cached_x0),
             cached_trans=torch.where(new[:, None], trans, state.cached_trans),
             x0=x0, loss=loss, step=state.step + 1)
+
+
+def _temporal_objective(x_t, eps, c_x, c_e, rho, prev_row, target, weight):
+    """
+    ``rho * (L_temp + L_target)`` of the one-step estimate, as the general loop sums it.
+
+    :param x_t: [N, D] state (the differentiated argument).
+    :param eps: [N, D] noise prediction (held constant).
+    :param c_x: [1] ``sqrt(1 / abar_t)``; ``c_e``: [1] ``sqrt(1 / abar_t - 1)``.
+    :param rho: the temporal step size ``rho_temporal``.
+    :param prev_row: [N] int64 previous-frame row (-1: none) or None.
+    :param target: [N, 144] frozen targets or None; ``weight``: [N] their weights.
+    :return: [] the weighted loss.
+    """
+    pose_6d = (c_x * x_t - c_e * eps)[:, :POSE_DIM]
+    total = pose_6d.new_zeros(())
+    if prev_row is not None:
+        total = total + rho * temporal_smoothness_loss(pose_6d, prev_row).sum()
+    if target is not None:
+        total = total + rho * temporal_target_loss(pose_6d, target, weight).sum()
+    return total
+
+
+#: [N, D] gradient of :func:`_temporal_objective` w.r.t. ``x_t``.
+_TEMPORAL_GRAD = torch.func.grad(_temporal_objective, argnums=0)
+
+
+def _checked_temporal(temporal: Optional[Dict[str, torch.Tensor]]
+                      ) -> Optional[Dict[str, torch.Tensor]]:
+    """Return the temporal terms with only the known keys, None if there are none."""
+    terms = {key: value for key, value in (temporal or {}).items() if value is not None}
+    unknown = set(terms) - {'prev_row', 'target', 'weight'}
+    if unknown:
+        raise ValueError(f'temporal: unknown terms {sorted(unknown)} (expected prev_row, '
+                         f'target, weight)')
+    if ('target' in terms) != ('weight' in terms):
+        raise ValueError('temporal: target and weight come together')
+    return terms or None
 
 
 def _at(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
