@@ -80,7 +80,8 @@ class FrameResult:
 
 
 def initial_estimate(refiner_or_body, keypoints: np.ndarray, image_hw, focal_px: float,
-                     cond_dim: int, method: str = 'auto') -> Observations:
+                     cond_dim: int, method: str = 'auto',
+                     landmarks: Optional[np.ndarray] = None) -> Observations:
     """
     Build refinement inputs from COCO-17 keypoints without a regressor.
 
@@ -96,7 +97,10 @@ def initial_estimate(refiner_or_body, keypoints: np.ndarray, image_hw, focal_px:
     :param cond_dim: feature size C of the denoiser; the features are zeros, the mean of
         standardised features (a keypoint-conditioned refiner replaces them by the
         keypoint features itself).
-    :param method: ``auto``, ``rest`` or ``prior``.
+    :param method: ``auto``, ``rest``, ``prior`` or ``landmarks3d``.
+    :param landmarks: optional [P, 17, 4] 3D landmarks (MediaPipe's world landmarks,
+        ``PoseDetections.world_keypoints``): the ``landmarks3d`` start, a candidate of
+        ``auto``.
     :return: observations of P rows, keypoint layout ``coco17``.
     """
     kp = np.asarray(keypoints, dtype=np.float64).copy()
@@ -105,7 +109,7 @@ def initial_estimate(refiner_or_body, keypoints: np.ndarray, image_hw, focal_px:
     height, width = float(image_hw[0]), float(image_hw[1])
     center = np.array([width / 2.0, height / 2.0])
     est = estimate_from_keypoints(refiner_or_body, kp, (height, width), focal_px, center,
-                                  method=method)
+                                  method=method, landmarks=landmarks)
     f32 = torch.float32
     return Observations(
         init_rotmats=torch.tensor(est.rotmats, dtype=f32),
@@ -155,9 +159,11 @@ def anny_body_available() -> bool:
 def describe_start(refiner) -> str:
     """Say how the demo's initial estimate is made with this refiner."""
     if prior_available(refiner):
-        return ('initial pose: whichever reprojects closer of the rest pose and poses sampled '
-                'from the prior given the keypoints (no regressor)')
-    return 'initial pose: rest pose (no regressor)'
+        return ('initial pose: whichever reprojects closest of the rest pose, poses sampled '
+                'from the prior given the keypoints and the fit to MediaPipe 3D world '
+                'landmarks (no regressor)')
+    return ('initial pose: whichever reprojects closer of the rest pose and the fit to '
+            'MediaPipe 3D world landmarks (no regressor)')
 
 
 class PhotoPipeline:
@@ -221,7 +227,8 @@ class PhotoPipeline:
                                empty, empty, focal, hw)
         refiner = self.refiner
         obs = initial_estimate(refiner, det.keypoints, hw, focal,
-                               refiner.denoiser.config.total_cond_dim)
+                               refiner.denoiser.config.total_cond_dim,
+                               landmarks=det.world_keypoints)
         result = refiner.refine(obs)
         rotmats, betas, cam_t = result.rotmats[:, 0], result.betas[:, 0], result.cam_t[:, 0]
         with torch.no_grad():

@@ -77,10 +77,44 @@ def test_detector_finds_the_person_on_a_real_photo(detector):
     assert np.median(np.linalg.norm(again.keypoints[0, ok, :2] - kp[ok, :2], axis=1)) < 10.0
 
 
+@needs_photo
+def test_world_landmarks_on_a_real_photo_give_the_landmark_start(detector):
+    import torch
+
+    from scorehmr_ros.body.model import BodyModel
+    from scorehmr_ros.perception.initial_estimate import (
+        initial_estimate, reprojection_error_px)
+
+    image = images.read_image(MESSI)
+    det = detector.detect(image)
+    assert det.num_people == 1 and det.world_keypoints.shape == (1, 17, 4)
+    world = det.world_keypoints[0]
+    assert np.isfinite(world).all()
+    assert np.array_equal(world[:, 3], det.keypoints[0, :, 2])
+    # Metres, origin between the hips, y down: shoulders ~0.5 m above the hips.
+    hips = world[[11, 12], :3].mean(0)
+    shoulders = world[[5, 6], :3].mean(0)
+    assert np.linalg.norm(hips) < 0.05
+    assert 0.3 < hips[1] - shoulders[1] < 0.8
+    assert 0.2 < np.linalg.norm(world[5, :3] - world[6, :3]) < 0.6
+    # The landmark start reprojects closer than the rest pose (the spread arms bend).
+    body = BodyModel.from_config(None, dtype=torch.float64)
+    hw = image.shape[:2]
+    focal, center = float(max(hw)), (hw[1] / 2.0, hw[0] / 2.0)
+    errors = {}
+    for method in ('rest', 'landmarks3d'):
+        est = initial_estimate(body, det.keypoints, hw, focal, method=method,
+                               landmarks=det.world_keypoints)
+        errors[method] = float(reprojection_error_px(body, *est, det.keypoints, focal,
+                                                     center)[0])
+    assert errors['landmarks3d'] < 0.6 * errors['rest'], errors
+
+
 def test_blank_image_gives_no_person(detector):
     det = detector.detect(np.full((240, 320, 3), 127, np.uint8))
     assert det.num_people == 0
     assert det.keypoints.shape == (0, 17, 3) and det.boxes.shape == (0, 4)
+    assert det.world_keypoints.shape == (0, 17, 4)
 
 
 def test_bad_image_array_is_refused(detector):
@@ -112,6 +146,9 @@ def test_pose_detections_select_keeps_rows_in_order():
     assert np.array_equal(picked.keypoints, det.keypoints[[2, 0]])
     assert det.select(det.scores > 0.5).boxes.tolist() == det.boxes[1:].tolist()
     assert det.select([]).num_people == 0
+    # Built without world landmarks: zeros with confidence 0, selected along.
+    assert det.world_keypoints.shape == (3, 17, 4) and not det.world_keypoints.any()
+    assert picked.world_keypoints.shape == (2, 17, 4)
 
 
 def test_hog_settings_are_checked():

@@ -418,6 +418,38 @@ def _swing(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * skew + (1 - np.cos(angle)) * skew @ skew
 
 
+def align_frames(src_primary: np.ndarray, src_secondary: np.ndarray,
+                 dst_primary: np.ndarray, dst_secondary: np.ndarray) -> Optional[np.ndarray]:
+    """
+    Rotation that sends one direction onto another, with the twist fixed by a second pair.
+
+    The primary direction is matched exactly; the secondary only through its part
+    orthogonal to the primary (as :func:`retarget` aligns bones and hinge/lateral lines).
+
+    :param src_primary: [3] direction to move (e.g. a rest bone).
+    :param src_secondary: [3] second direction to move (a hinge axis or a lateral line).
+    :param dst_primary: [3] where ``src_primary`` must point.
+    :param dst_secondary: [3] where ``src_secondary`` should point, about the primary.
+    :return: [3, 3] rotation, or None if a pair of directions is (nearly) parallel.
+    """
+    src = _frame(np.asarray(src_primary, float), np.asarray(src_secondary, float))
+    dst = _frame(np.asarray(dst_primary, float), np.asarray(dst_secondary, float))
+    if src is None or dst is None:
+        return None
+    return dst @ src.T
+
+
+def swing_rotation(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """
+    Smallest rotation taking one direction onto another (no twist about it).
+
+    :param src: [3] direction.
+    :param dst: [3] direction.
+    :return: [3, 3] rotation.
+    """
+    return _swing(np.asarray(src, float), np.asarray(dst, float))
+
+
 def _alignments(bvh: BvhMotion, mapping: Mapping[str, str], rest: np.ndarray,
                 hinge_axes: Mapping[str, np.ndarray]) -> np.ndarray:
     """[24, 3, 3] per SMPL joint the alignment ``A_b`` (method: module docstring)."""

@@ -1,7 +1,7 @@
 """
 Initial body estimates from COCO-17 keypoints when no regressor runs.
 
-Two starts, measured against each other in ``scorehmr_ros/models/MODEL_CARD.md``:
+Three starts, measured against each other in ``scorehmr_ros/models/MODEL_CARD.md``:
 
 * ``rest``: the rest pose standing upright, facing toward or away from the camera (from
   the shoulders' and hips' left/right order), placed by a linear least-squares fit of its
@@ -10,10 +10,15 @@ Two starts, measured against each other in ``scorehmr_ros/models/MODEL_CARD.md``
   noise, conditioned on the keypoint features, so the sample already has a global
   orientation in the camera frame), each placed by the same translation fit on all
   confident keypoints; the candidate with the lowest reprojection error wins, the rest
-  pose being one of the candidates (so the prior start is never worse in 2D).
+  pose being one of the candidates (so the prior start is never worse in 2D);
+* ``landmarks3d``: the body posed by a bone-direction fit to 3D COCO-17 landmarks
+  (MediaPipe's world landmarks, :func:`scorehmr_ros.perception.landmark_fit.fit_landmarks`),
+  placed by the translation fit on all confident keypoints.
 
-``method='auto'`` uses ``prior`` when the refiner's denoiser is conditioned on COCO-17
-keypoint features (the shipped prior) and ``rest`` otherwise.
+``method='auto'`` takes, per person, the candidate with the lowest reprojection error
+among those available: the rest pose always, the prior samples when the refiner's denoiser
+is conditioned on COCO-17 keypoint features (the shipped prior), the landmark fit when
+landmarks are given.
 """
 
 import logging
@@ -28,11 +33,12 @@ from scorehmr_ros.body.rotations import rot6d_to_matrix
 from scorehmr_ros.diffusion.denoiser import POSE_DIM
 from scorehmr_ros.diffusion.schedule import CosineSchedule
 from scorehmr_ros.perception.keypoint_features import keypoint_features
+from scorehmr_ros.perception.landmark_fit import fit_landmarks
 from scorehmr_ros.scene import camera_facing_orientation
 
 LOG = logging.getLogger(__name__)
 
-METHODS = ('auto', 'rest', 'prior')
+METHODS = ('auto', 'rest', 'prior', 'landmarks3d')
 #: Keypoints whose rest-pose positions match a standing person (torso and head): they
 #: place the rest body. Limbs are left out because the rest pose is a T-pose.
 TORSO_KEYPOINTS = tuple(COCO17_JOINT_NAMES.index(n) for n in (
@@ -63,7 +69,8 @@ class InitialEstimate(NamedTuple):
 def initial_estimate(refiner_or_body, keypoints: np.ndarray, image_hw: Sequence[float],
                      focal_px: float, center_px: Optional[Sequence[float]] = None,
                      method: str = 'auto', num_samples: int = 16, ddim_step: int = 50,
-                     seed: int = 0) -> InitialEstimate:
+                     seed: int = 0, landmarks: Optional[np.ndarray] = None
+                     ) -> InitialEstimate:
     """
     Estimate bodies from COCO-17 keypoints without a regressor.
 
@@ -78,35 +85,61 @@ def initial_estimate(refiner_or_body, keypoints: np.ndarray, image_hw: Sequence[
     :param num_samples: prior samples per person (``prior``).
     :param ddim_step: DDIM step of the sampling from T = 1000 (``prior``; 50: 20 steps).
     :param seed: seed of the sampling noise (``prior``).
+    :param landmarks: optional [P, 17, 4] 3D COCO-17 landmarks ``(x, y, z, conf)`` in
+        camera-aligned axes (MediaPipe's world landmarks, ``PoseDetections.world_keypoints``);
+        needed by ``landmarks3d``, a candidate of ``auto`` when given.
     :return: rotations [P, 24, 3, 3], shape [P, 10], translation [P, 3] (float64).
     """
     if method not in METHODS:
         raise ValueError(f'initial_estimate: method must be one of {METHODS}, got {method!r}')
     kp = _clean_keypoints(keypoints)
+    if landmarks is not None:
+        landmarks = np.asarray(landmarks, dtype=np.float64)
+        if landmarks.shape != (kp.shape[0], 17, 4):
+            raise ValueError(f'initial_estimate: landmarks must be [P, 17, 4] with P = '
+                             f'{kp.shape[0]} (as the keypoints), got {list(landmarks.shape)}')
+    elif method == 'landmarks3d':
+        raise ValueError('initial_estimate: method landmarks3d needs landmarks [P, 17, 4] '
+                         '(PoseDetections.world_keypoints)')
     body = getattr(refiner_or_body, 'body', refiner_or_body)
     refiner = refiner_or_body if hasattr(refiner_or_body, 'denoiser') else None
     center = (np.array([float(image_hw[1]) / 2.0, float(image_hw[0]) / 2.0])
               if center_px is None else np.asarray(center_px, dtype=np.float64))
-    if method == 'auto':
-        method = 'prior' if refiner is not None and prior_available(refiner) else 'rest'
+    use_prior = method == 'prior' or (method == 'auto' and refiner is not None
+                                      and prior_available(refiner))
     rest = rest_pose_estimate(body, kp, focal_px, center)
     if method == 'rest' or kp.shape[0] == 0:
         return rest
-    if refiner is None or not prior_available(refiner):
+    if method == 'landmarks3d':
+        return landmark_estimate(body, kp, landmarks, focal_px, center,
+                                 fallback_root=rest.rotmats[:, 0])
+    if use_prior and (refiner is None or not prior_available(refiner)):
         raise ValueError('initial_estimate: method prior needs a refiner whose denoiser is '
                          'conditioned on coco17 keypoint features (e.g. model.checkpoint: '
                          'builtin:mocap_prior_coco17)')
-    cands = prior_candidates(refiner, kp, focal_px, center, num_samples, ddim_step, seed)
+    # Candidates [P, S, ...]; the rest pose first, so that it stays on ties and for a
+    # person without confident keypoints (NaN errors).
     rest_err = reprojection_error_px(body, rest.rotmats, rest.betas, rest.cam_t, kp,
                                      focal_px, center)
-    rotmats, betas, cam_t = (np.array(a) for a in rest)
-    for i in range(kp.shape[0]):
-        best = int(np.argmin(cands['error_px'][i]))
-        # NaN (no confident keypoint) compares False: the rest pose stays.
-        if cands['error_px'][i, best] < rest_err[i]:
-            rotmats[i] = cands['rotmats'][i, best]
-            cam_t[i] = cands['cam_t'][i, best]
-    return InitialEstimate(rotmats, betas, cam_t)
+    cand_rot, cand_t = [rest.rotmats[:, None]], [rest.cam_t[:, None]]
+    cand_err = [rest_err[:, None]]
+    if use_prior:
+        cands = prior_candidates(refiner, kp, focal_px, center, num_samples, ddim_step, seed)
+        cand_rot.append(cands['rotmats'])
+        cand_t.append(cands['cam_t'])
+        cand_err.append(cands['error_px'])
+    if method == 'auto' and landmarks is not None:
+        fit = landmark_estimate(body, kp, landmarks, focal_px, center,
+                                fallback_root=rest.rotmats[:, 0])
+        cand_rot.append(fit.rotmats[:, None])
+        cand_t.append(fit.cam_t[:, None])
+        cand_err.append(reprojection_error_px(body, fit.rotmats, fit.betas, fit.cam_t, kp,
+                                              focal_px, center)[:, None])
+    cand_rot, cand_t = np.concatenate(cand_rot, 1), np.concatenate(cand_t, 1)
+    cand_err = np.concatenate(cand_err, 1)
+    best = np.argmin(np.where(np.isnan(cand_err), np.inf, cand_err), axis=1)
+    rows = np.arange(kp.shape[0])
+    return InitialEstimate(cand_rot[rows, best], rest.betas, cand_t[rows, best])
 
 
 def prior_available(refiner) -> bool:
@@ -145,6 +178,35 @@ def rest_pose_estimate(body, keypoints: np.ndarray, focal_px: float,
     cam_t = np.stack([fit_translation(joints[i], kp[i], focal_px, center_px, TORSO_KEYPOINTS)
                       for i in range(p)]) if p else np.zeros((0, 3))
     return InitialEstimate(rotmats.numpy(), betas, cam_t)
+
+
+def landmark_estimate(body, keypoints: np.ndarray, landmarks: np.ndarray, focal_px: float,
+                      center_px: Sequence[float],
+                      fallback_root: Optional[np.ndarray] = None) -> InitialEstimate:
+    """
+    Body posed by the bone-direction fit to 3D landmarks, placed on the 2D keypoints.
+
+    :param body: the body model.
+    :param keypoints: [P, 17, 3] COCO-17 keypoints, unconfident ones with confidence 0.
+    :param landmarks: [P, 17, 4] 3D COCO-17 landmarks ``(x, y, z, conf)``, camera-aligned
+        axes (x right, y down, z ahead); landmarks below :data:`MIN_KEYPOINT_CONF` are
+        missing.
+    :param focal_px: focal length, pixels.
+    :param center_px: principal point (x, y), pixels.
+    :param fallback_root: [P, 3, 3] global orientation where the torso landmarks are
+        missing (e.g. the rest estimate's).
+    :return: the estimate (betas zero).
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)
+    p = kp.shape[0]
+    rest_kp = body_keypoints(body, np.tile(np.eye(3), (1, 24, 1, 1)), np.zeros((1, 10)))[0]
+    rotmats, _ = fit_landmarks(rest_kp, landmarks, MIN_KEYPOINT_CONF, fallback_root)
+    betas = np.zeros((p, 10))
+    joints = body_keypoints(body, rotmats, betas)
+    all_kp = tuple(range(17))
+    cam_t = np.stack([fit_translation(joints[i], kp[i], focal_px, center_px, all_kp)
+                      for i in range(p)]) if p else np.zeros((0, 3))
+    return InitialEstimate(rotmats, betas, cam_t)
 
 
 def prior_candidates(refiner, keypoints: np.ndarray, focal_px: float,

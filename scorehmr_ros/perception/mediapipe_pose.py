@@ -6,7 +6,10 @@ them at run time), so this front end works without network. It finds one person 
 image; with upstream person boxes it runs once per box and so handles several people.
 Its 33 landmarks are mapped to COCO-17 (the order of
 :data:`scorehmr_ros.body.layouts.COCO17_JOINT_NAMES`); heels and toes are returned
-separately.
+separately. MediaPipe's 3D world landmarks (metres, origin between the hips, axes like
+the image's: x right, y down, z away from the camera) come mapped to COCO-17 the same way,
+for :func:`scorehmr_ros.perception.initial_estimate.initial_estimate`'s ``landmarks3d``
+start.
 
 Install with ``pip install --no-deps -r requirements-nodeps.txt`` (mediapipe's declared
 dependencies include jax and audio packages that pose estimation never imports).
@@ -68,6 +71,10 @@ class PoseDetections:
     :param landmarks: [P, 33, 4] raw MediaPipe landmarks ``(x_px, y_px, z_rel,
         confidence)``; ``z_rel`` is MediaPipe's relative depth (hip-centred, image width
         scale).
+    :param world_keypoints: [P, 17, 4] COCO-17 world landmarks ``(x_m, y_m, z_m,
+        confidence)``: metres, origin at the hips' midpoint, x right, y down, z away from
+        the camera; same confidence as ``keypoints``. Absent (None) it is filled with
+        zeros, confidence 0 (no 3D landmarks).
     """
 
     keypoints: np.ndarray
@@ -75,6 +82,11 @@ class PoseDetections:
     scores: np.ndarray
     feet: np.ndarray
     landmarks: np.ndarray
+    world_keypoints: Optional[np.ndarray] = None
+
+    def __post_init__(self) -> None:
+        if self.world_keypoints is None:
+            self.world_keypoints = np.zeros((self.keypoints.shape[0], 17, 4), np.float32)
 
     @property
     def num_people(self) -> int:
@@ -93,14 +105,15 @@ class PoseDetections:
             indices = indices.astype(np.int64).reshape(-1)
         return PoseDetections(self.keypoints[indices], self.boxes[indices],
                               self.scores[indices], self.feet[indices],
-                              self.landmarks[indices])
+                              self.landmarks[indices], self.world_keypoints[indices])
 
     @staticmethod
     def empty() -> 'PoseDetections':
         """Return a result with no person."""
         return PoseDetections(np.zeros((0, 17, 3), np.float32), np.zeros((0, 4), np.float32),
                               np.zeros((0,), np.float32), np.zeros((0, 4, 3), np.float32),
-                              np.zeros((0, 33, 4), np.float32))
+                              np.zeros((0, 33, 4), np.float32),
+                              np.zeros((0, 17, 4), np.float32))
 
 
 def mediapipe_available() -> bool:
@@ -224,7 +237,12 @@ class MediaPipePoseDetector:
                         confident[:, 0].max(), confident[:, 1].max()], dtype=np.float32)
         box = np.clip(box, 0.0, [full_w - 1, full_h - 1, full_w - 1, full_h - 1])
         score = np.float32(keypoints[:, 2].mean())
-        return keypoints, box, score, lm[MEDIAPIPE_TO_FEET][:, (0, 1, 3)], lm
+        world = np.zeros((len(MEDIAPIPE_LANDMARK_NAMES), 4), np.float32)
+        if result.pose_world_landmarks is not None:
+            world[:, :3] = [(p.x, p.y, p.z) for p in result.pose_world_landmarks.landmark]
+            world[:, 3] = lm[:, 3]
+        return (keypoints, box, score, lm[MEDIAPIPE_TO_FEET][:, (0, 1, 3)], lm,
+                world[MEDIAPIPE_TO_COCO17])
 
 
 def _confidence(landmark) -> float:
@@ -254,6 +272,6 @@ def _check_image(image) -> np.ndarray:
 def _stack(people) -> PoseDetections:
     if not people:
         return PoseDetections.empty()
-    keypoints, boxes, scores, feet, landmarks = (np.stack(part) for part in zip(*people))
+    keypoints, boxes, scores, feet, landmarks, world = (np.stack(part) for part in zip(*people))
     return PoseDetections(keypoints=keypoints, boxes=boxes, scores=scores, feet=feet,
-                          landmarks=landmarks)
+                          landmarks=landmarks, world_keypoints=world)
