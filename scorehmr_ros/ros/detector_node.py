@@ -226,8 +226,8 @@ class InitialBodies:
 
 
 def estimate_initial_bodies(body_or_refiner, keypoints: np.ndarray,
-                            intrinsics: convert.Intrinsics, method: str = 'auto'
-                            ) -> InitialBodies:
+                            intrinsics: convert.Intrinsics, method: str = 'auto',
+                            landmarks: Optional[np.ndarray] = None) -> InitialBodies:
     """
     Estimate each person's initial body from COCO-17 keypoints (the one place it is chosen).
 
@@ -242,7 +242,10 @@ def estimate_initial_bodies(body_or_refiner, keypoints: np.ndarray,
         denoiser also proposes prior samples (``method`` ``auto`` or ``prior``).
     :param keypoints: [P, 17, 3] COCO-17 ``(x_px, y_px, confidence)``.
     :param intrinsics: the camera's intrinsics.
-    :param method: ``auto``, ``rest`` or ``prior`` (see ``initial_estimate``).
+    :param method: ``auto``, ``rest``, ``prior`` or ``landmarks3d`` (see
+        ``initial_estimate``).
+    :param landmarks: [P, 17, 4] MediaPipe world landmarks (metres, camera-aligned axes,
+        confidence), a candidate start for ``auto`` (``PoseDetections.world_keypoints``).
     :return: pose, shape and translation per person.
     """
     kp = np.array(keypoints, dtype=np.float64, copy=True).reshape(-1, 17, 3)
@@ -252,7 +255,7 @@ def estimate_initial_bodies(body_or_refiner, keypoints: np.ndarray,
     kp[..., 0] = kp[..., 0] - intrinsics.cx + width / 2.0
     kp[..., 1] = (kp[..., 1] - intrinsics.cy) * (intrinsics.fx / intrinsics.fy) + height / 2.0
     est = initial_estimate(body_or_refiner, kp, (height, width), intrinsics.fx,
-                           method=method)
+                           method=method, landmarks=landmarks)
     pose_aa = matrix_to_axis_angle(torch.as_tensor(est.rotmats, dtype=torch.float64)).numpy()
     return InitialBodies(pose_aa=pose_aa, betas=np.asarray(est.betas, dtype=np.float64),
                          cam_t=np.asarray(est.cam_t, dtype=np.float64))
@@ -505,7 +508,8 @@ class DetectorNode(Node):
             found = people_in_boxes(camera.detector, frame.rgb, boxes,
                                     self.settings.min_person_score)
         bodies = estimate_initial_bodies(self.estimator, found.keypoints, frame.intrinsics,
-                                         self.settings.initial_estimate)
+                                         self.settings.initial_estimate,
+                                         found.world_keypoints)
         detect_s = time.perf_counter() - started_s
         msg = build_detections(frame.header, found, bodies, self.regressor)
         with self._out_lock:
