@@ -12,10 +12,13 @@ from scorehmr_ros.body.model import BodyModel
 from scorehmr_ros.body.rotations import axis_angle_to_matrix
 from scorehmr_ros.config import RefinerConfig
 from scorehmr_ros.diffusion.denoiser import Denoiser, DenoiserConfig
-from scorehmr_ros.fusion.calibration import CalibrationSet, camera_pose, CameraCalibration
+from scorehmr_ros.fusion.calibration import (
+    CalibrationSet, camera_pose, CameraCalibration, invert_transform, make_transform,
+    matrix_to_quaternion_xyzw, quaternion_xyzw_to_matrix)
 from scorehmr_ros.fusion.extrinsics import ExtrinsicsSource
 from scorehmr_ros.fusion.online import OnlineConfig, OnlineTemporalRefiner
 from scorehmr_ros.fusion.pipeline import CameraView, FUSION_COUNTERS, FusionPipeline
+from scorehmr_ros.fusion.tracking import TrackerConfig
 from scorehmr_ros.refiner import Refiner
 from scorehmr_ros.synthetic_stream import make_stream, WORLD_FRAME
 
@@ -252,3 +255,151 @@ def test_calibrated_online_default_beats_per_frame_where_the_papers_rho_does_not
     assert err['online'][0] < err['per-frame'][0] and err['online'][1] < err['per-frame'][1], err
     assert err['online rho 30'][0] > 1.15 * err['per-frame'][0], err
     assert err['online rho 30'][1] > 1.15 * err['per-frame'][1], err
+
+
+def coco17_detection(view, person):
+    """The person's detection in a COCO-17 view (same people as the BODY_25 stream)."""
+    return Det(track_id=int(view.track_ids[person]), keypoints=view.keypoints[person].copy(),
+               layout='coco17',
+               init_rotmats=axis_angle_to_matrix(
+                   torch.from_numpy(view.init_pose_aa[person]).reshape(24, 3)).numpy(),
+               init_betas=view.init_betas[person], init_cam_t=view.init_cam_t[person])
+
+
+def test_detections_in_the_minority_layout_are_dropped_and_counted(body, stream):
+    # The same scene seen by a detector with COCO-17 keypoints (another upstream node
+    # on one camera, say): one refine call takes one layout, the set's most common.
+    coco = make_stream(body, cameras=CAMERAS, num_people=2, num_frames=1, seed=3,
+                       image_hw=(480, 640), focal_px=600.0, keypoint_noise_px=1.0,
+                       keypoint_layout='coco17')[0]
+    frame = stream[0]
+    np.testing.assert_array_equal(coco.views[2].gt_joints, frame.views[2].gt_joints)
+    pipe = FusionPipeline(make_refiner(body), CAMERAS)
+    views = views_of(frame)
+    views[2].people[0] = coco17_detection(coco.views[2], 0)
+    result = pipe.process(views, calibration_of(frame))
+    assert pipe.counters['layout_mismatch'] == 1
+    cameras = {b.track_id: b.cameras for b in result.bodies}
+    assert sorted(cameras.values()) == [('cam0', 'cam1'), CAMERAS], cameras
+    assert np.mean(mpjpe_world_mm(result.bodies, frame)) < 100
+    # A whole camera in the other layout: it contributes nothing, both people still fused
+    # from the other two.
+    views = views_of(stream[1])
+    views[1].people = [coco17_detection(coco.views[1], p) for p in range(2)]
+    result = pipe.process(views, calibration_of(stream[1]))
+    assert pipe.counters['layout_mismatch'] == 3
+    assert [b.cameras for b in result.bodies] == [('cam0', 'cam2')] * 2
+    assert pipe.counters['fused_bodies'] == 4
+
+
+def test_persons_without_a_box_or_centre_are_untrackable(body, stream):
+    # Association uses keypoints from confidence 0.3, the tracker here only from 0.9:
+    # persons of confidence-0.5 keypoints are associated but have no box and no 3D
+    # centre to track. They are counted and not published (no id to publish them under).
+    pipe = FusionPipeline(make_refiner(body), CAMERAS, tracker=TrackerConfig(min_conf=0.9))
+    views = views_of(stream[0])
+    for view in views:
+        for det in view.people:
+            det.keypoints[:, 2] = 0.5
+    result = pipe.process(views, calibration_of(stream[0]))
+    assert result.bodies == [] and result.uncalibrated == []
+    assert pipe.counters['untrackable_persons'] == 2
+    assert pipe.counters['persons_multi_view'] == 2 and pipe.counters['fused_sets'] == 1
+    assert pipe.counters['tracks_created'] == 0 and pipe.track_report() == []
+    # Confident keypoints in the next set: tracked and fused as usual.
+    views = views_of(stream[1])
+    for view in views:
+        for det in view.people:
+            det.keypoints[:, 2] = 0.95
+    result = pipe.process(views, calibration_of(stream[1]))
+    assert sorted(b.track_id for b in result.bodies) == [1, 2]
+    assert pipe.counters['untrackable_persons'] == 2
+
+
+def test_malformed_tf_edges_are_counted_and_never_stored(stream):
+    views = stream[0].views
+    poses = {v.camera: camera_pose(v.world_to_camera) for v in views}
+    frames = {v.camera: v.frame_id for v in views}
+    source = ExtrinsicsSource(WORLD_FRAME, use_tf=True, max_age_s=0.5)
+    good = [(WORLD_FRAME, v.frame_id, *poses[v.camera], 10.0) for v in views]
+    assert source.add_transforms(good, static=False) == 0
+    trans, quat = poses['cam1']
+    nan3, inf = np.array([np.nan, 0.0, 0.0]), np.inf
+    bad = [
+        (WORLD_FRAME, 'cam1_optical', nan3, quat, 10.1),                  # NaN translation
+        (WORLD_FRAME, 'cam1_optical', trans, (0.0, 0.0, inf, 1.0), 10.1),  # inf rotation
+        (WORLD_FRAME, 'cam1_optical', trans, (0.0, 0.0, 0.0, 0.0), 10.1),  # zero quaternion
+        (WORLD_FRAME, 'cam1_optical', trans, 1.01 * quat, 10.1),           # not unit norm
+        (WORLD_FRAME, 'cam1_optical', trans[:2], quat, 10.1),              # 2 translations
+        (WORLD_FRAME, 'cam1_optical', trans, quat[:3], 10.1),              # 3 rotations
+        (WORLD_FRAME, 'cam1_optical', ('a', 'b', 'c'), quat, 10.1),        # not numbers
+        (WORLD_FRAME, 'cam1_optical', trans, quat, np.nan),                # NaN stamp
+        (WORLD_FRAME, 'cam1_optical', trans, quat, None),                  # no stamp
+        ('', 'cam1_optical', trans, quat, 10.1),                           # no parent
+        (WORLD_FRAME, '', trans, quat, 10.1),                              # no child
+        ('cam1_optical', 'cam1_optical', trans, quat, 10.1),               # a loop
+    ]
+    assert source.add_transforms(bad, static=False) == len(bad)
+    assert source.num_edges == 3
+    # None replaced the good edges: every camera still exact, and still stamped 10.0 (a
+    # NaN stamp stored would never go stale).
+    fresh = source.calibration(frames, now_s=10.4)
+    assert sorted(fresh.cameras) == list(CAMERAS)
+    for view in views:
+        np.testing.assert_allclose(fresh.cameras[view.camera].world_to_camera,
+                                   view.world_to_camera, atol=1e-9)
+    assert sorted(source.calibration(frames, now_s=10.6).missing) == list(CAMERAS)
+    # Within the unit-norm tolerance is not malformed: the rotation is normalised.
+    assert source.add_transforms([(WORLD_FRAME, 'cam1_optical', trans, (1 + 5e-4) * quat,
+                                   10.5)], static=True) == 0
+    np.testing.assert_allclose(source.calibration(frames, 10.6).cameras['cam1']
+                               .world_to_camera, views[1].world_to_camera, atol=1e-9)
+
+
+def test_stale_tf_chain_goes_per_camera_until_a_fresh_transform(body, stream, caplog):
+    # cam0 from the calibration file; cam1 and cam2 hang (static) under a rig frame whose
+    # pose comes on /tf: their chains are as old as the rig's transform.
+    views = stream[0].views
+    frames = {v.camera: v.frame_id for v in views}
+    yaml_cal = CalibrationSet(WORLD_FRAME, {'cam0': CameraCalibration(
+        'cam0', 'cam0_optical', views[0].world_to_camera)})
+    world_from_rig = make_transform(quaternion_xyzw_to_matrix(
+        (0.0, 0.0, np.sin(0.3), np.cos(0.3))), (0.5, -0.2, 1.0))
+    rig_pose = (world_from_rig[:3, 3], matrix_to_quaternion_xyzw(world_from_rig[:3, :3]))
+    rig_edges = []
+    for view in views[1:]:
+        rig_from_camera = invert_transform(world_from_rig) @ invert_transform(
+            view.world_to_camera)
+        rig_edges.append(('rig', view.frame_id, rig_from_camera[:3, 3],
+                          matrix_to_quaternion_xyzw(rig_from_camera[:3, :3]), 0.0))
+    source = ExtrinsicsSource(WORLD_FRAME, yaml_cal, use_tf=True, max_age_s=0.5)
+    assert source.add_transforms(rig_edges, static=True) == 0
+    assert source.add_transforms([(WORLD_FRAME, 'rig', *rig_pose, 10.0)], static=False) == 0
+    pipe = FusionPipeline(make_refiner(body), CAMERAS)
+    fresh = source.calibration(frames, now_s=10.4)
+    for view in views:
+        np.testing.assert_allclose(fresh.cameras[view.camera].world_to_camera,
+                                   view.world_to_camera, atol=1e-9)
+    result = pipe.process(views_of(stream[0]), fresh)
+    assert [b.cameras for b in result.bodies] == [CAMERAS] * 2
+    errs = mpjpe_world_mm(result.bodies, stream[0])
+    # The rig's transform is 0.6 s, then 0.7 s old: cam1 and cam2 go to the per-camera
+    # path (counted), cam0 alone is fused, and the warning is given once per camera.
+    with caplog.at_level(logging.WARNING):
+        for frame, now_s in zip(stream[1:3], (10.6, 10.7)):
+            stale = source.calibration(frames, now_s=now_s)
+            assert sorted(stale.missing) == ['cam1', 'cam2']
+            assert 'stale' in stale.missing['cam1'], stale.missing
+            result = pipe.process(views_of(frame), stale)
+            assert result.uncalibrated == ['cam1', 'cam2']
+            assert [b.cameras for b in result.bodies] == [('cam0',)] * 2
+    assert pipe.counters['views_uncalibrated'] == 4
+    warnings = [r.getMessage() for r in caplog.records if 'no usable extrinsics' in r.getMessage()]
+    assert len(warnings) == 2 and all('stale' in w for w in warnings), warnings
+    # A fresh rig transform: all three cameras fused again, same tracks.
+    source.add_transforms([(WORLD_FRAME, 'rig', *rig_pose, 10.75)], static=False)
+    result = pipe.process(views_of(stream[3]), source.calibration(frames, now_s=10.8))
+    assert [b.cameras for b in result.bodies] == [CAMERAS] * 2
+    assert sorted(b.track_id for b in result.bodies) == [1, 2]
+    errs += mpjpe_world_mm(result.bodies, stream[3])
+    assert np.mean(errs) < 100, errs

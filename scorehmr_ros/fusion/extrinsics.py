@@ -64,22 +64,29 @@ class ExtrinsicsSource:
 
         :param edges: the transforms.
         :param static: from ``/tf_static`` (never stale).
-        :return: number of malformed edges skipped (non-finite, non-unit quaternion,
-            empty frame names, parent == child).
+        :return: number of malformed edges skipped (non-numeric or non-finite values,
+            non-unit quaternion, empty frame names, parent == child; on ``/tf`` a missing
+            or non-finite stamp, which would never go stale).
         """
         bad = 0
         for parent, child, translation, quat, stamp_s in edges:
             if self.ignore_child is not None and self.ignore_child(child):
                 continue
-            trans = np.asarray(translation, dtype=np.float64)
-            rot = np.asarray(quat, dtype=np.float64)
+            try:
+                trans = np.asarray(translation, dtype=np.float64)
+                rot = np.asarray(quat, dtype=np.float64)
+                stamp = None if static else float(stamp_s)
+            except (TypeError, ValueError):
+                bad += 1
+                continue
             if not parent or not child or parent == child or trans.shape != (3,) \
                     or rot.shape != (4,) or not np.isfinite(trans).all() \
                     or not np.isfinite(rot).all() \
-                    or abs(np.linalg.norm(rot) - 1.0) > ROTATION_TOL:
+                    or abs(np.linalg.norm(rot) - 1.0) > ROTATION_TOL \
+                    or (stamp is not None and not np.isfinite(stamp)):
                 bad += 1
                 continue
-            self._edges[(parent, child)] = (trans, rot, None if static else float(stamp_s))
+            self._edges[(parent, child)] = (trans, rot, stamp)
         return bad
 
     def calibration(self, camera_frames: Mapping[str, str], now_s: float) -> CalibrationSet:

@@ -29,6 +29,7 @@ keys 2D boxes by view index).
 import collections
 import dataclasses
 import logging
+import re
 import time
 from typing import Deque, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -225,8 +226,11 @@ class FusionPipeline:
             else:
                 uncalibrated.append(view.name)
                 self.counters['views_uncalibrated'] += 1
-                if (view.name, reason) not in self._logged:
-                    self._logged.add((view.name, reason))
+                # Numbers in a reason (a stale transform's age) change every set: once
+                # per camera and kind of reason, not a warning per set.
+                kind = re.sub(r'[0-9][0-9.e+-]*', '#', reason)
+                if (view.name, kind) not in self._logged:
+                    self._logged.add((view.name, kind))
                     LOG.warning('camera %s has no usable extrinsics (%s): its people are '
                                 'refined per camera, in its own frame', view.name, reason)
         if not calibrated:
