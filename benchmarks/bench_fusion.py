@@ -121,6 +121,31 @@ def sequence_rows(frames, person: int, cond_dim: int) -> Observations:
                         frame_prev=torch.arange(n) - 1, **fields)
 
 
+def stream_online(refiner, config: OnlineConfig, frames, cond, people: int, views):
+    """
+    Feed a stream frame by frame to a fresh online refiner, as the node does.
+
+    :param refiner: the engine.
+    :param config: online settings.
+    :param frames: synthetic stream frames.
+    :param cond: [C] features of every row.
+    :param people: people of the stream (one track each).
+    :param views: camera indices whose rows each update gets.
+    :return: ``(per person a list of [24, 3] joints per frame, seconds in update_many)``.
+    """
+    online = OnlineTemporalRefiner(refiner, config)
+    seqs, seconds = [[] for _ in range(people)], 0.0
+    for frame in frames:
+        items = [(p, frame_observations(frame, cond, views=views, people=[p]),
+                  frame.stamp_ns * 1e-9) for p in range(people)]
+        started = time.perf_counter()
+        updates = online.update_many(items)
+        seconds += time.perf_counter() - started
+        for p, update in enumerate(updates):
+            seqs[p].append(joints_of(refiner, update.rotmats, update.betas, update.cam_t)[0])
+    return seqs, seconds
+
+
 def temporal_metrics(pred_seq, gt_seq) -> dict:
     """Errors of per-person sequences ([T, 24, 3] each)."""
     pred, gt = torch.cat(pred_seq), torch.cat(gt_seq)
@@ -180,17 +205,7 @@ def bench_temporal(args, body) -> dict:
                              max_gap_s=10.0)
                 for s in args.frozen_warm_iters for start in args.warm_starts]
     for config in configs:
-        online = OnlineTemporalRefiner(refiner, config)
-        seqs, seconds = [[] for _ in range(args.people)], 0.0
-        for frame in frames:
-            items = [(p, frame_observations(frame, cond, views=[0], people=[p]),
-                      frame.stamp_ns * 1e-9) for p in range(args.people)]
-            started = time.perf_counter()
-            updates = online.update_many(items)
-            seconds += time.perf_counter() - started
-            for p, update in enumerate(updates):
-                seqs[p].append(joints_of(refiner, update.rotmats, update.betas,
-                                         update.cam_t)[0])
+        seqs, seconds = stream_online(refiner, config, frames, cond, args.people, [0])
         row = dict(mode=config.mode, window=config.window,
                    warm_outer_iters=config.warm_outer_iters,
                    warm_start=config.warm_start if config.mode == 'frozen' else None,

@@ -23,11 +23,12 @@ import time
 
 import torch
 
-from scorehmr_ros.fusion.online import OnlineConfig, OnlineTemporalRefiner
+from scorehmr_ros.fusion.online import OnlineConfig
 from scorehmr_ros.synthetic_stream import frame_observations, make_stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fusion import joints_of, make_refiner, temporal_metrics  # noqa: E402,I100
+from bench_fusion import (joints_of, make_refiner, stream_online,  # noqa: E402,I100
+                          temporal_metrics)
 
 CAMERAS = ('cam0', 'cam1', 'cam2', 'cam3')
 METRICS = ('mpjpe_mm', 'pa_mpjpe_mm', 'root_err_mm', 'acc_err_mm_per_frame2')
@@ -65,17 +66,7 @@ def run_case(args, body, views: int, seed: int) -> list:
     for rho in args.rho_temporal:
         config = OnlineConfig(window=args.window, warm_outer_iters=args.warm_iters,
                               max_gap_s=10.0, rho_temporal=rho, rho_temporal_multiview=rho)
-        online = OnlineTemporalRefiner(refiner, config)
-        seqs, seconds = [[] for _ in range(args.people)], 0.0
-        for frame in frames:
-            items = [(p, frame_observations(frame, cond, views=view_ids, people=[p]),
-                      frame.stamp_ns * 1e-9) for p in range(args.people)]
-            started = time.perf_counter()
-            updates = online.update_many(items)
-            seconds += time.perf_counter() - started
-            for p, update in enumerate(updates):
-                seqs[p].append(joints_of(refiner, update.rotmats, update.betas,
-                                         update.cam_t)[0])
+        seqs, seconds = stream_online(refiner, config, frames, cond, args.people, view_ids)
         rows.append(dict(views=views, seed=seed,
                          case=f'online W={args.window} S={args.warm_iters}',
                          rho_temporal=rho,

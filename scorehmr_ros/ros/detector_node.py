@@ -56,6 +56,7 @@ from scorehmr_ros.perception.mediapipe_pose import (DetectorUnavailable,
                                                     MediaPipePoseDetector, PoseDetections)
 from scorehmr_ros.refiner import Refiner
 from scorehmr_ros.ros import convert
+from scorehmr_ros.ros.params import check_inputs
 
 NODE_NAME = 'scorehmr_detector'
 DETECTOR_NAME = 'mediapipe_pose'
@@ -85,7 +86,6 @@ PROBLEM_COUNTERS = (
 COUNTERS = INFO_COUNTERS + PROBLEM_COUNTERS
 LATENCY_WINDOW = 200
 RATE_WINDOW_S = 5.0
-INPUT_QOS = ('sensor_data', 'reliable')
 PERSON_BOXES = ('none', 'hog')
 SHUTDOWN_JOIN_S = 0.5
 SPIN_PERIOD_S = 0.1
@@ -142,12 +142,7 @@ class DetectorSettings:
     diagnostics_period_s: float = 1.0
 
     def __post_init__(self):
-        if not self.cameras or any(not c or c.startswith('/') for c in self.cameras):
-            raise ValueError(f'cameras must be non-empty relative names, got {self.cameras!r}')
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f'cameras must be unique, got {self.cameras!r}')
-        if self.input_qos not in INPUT_QOS:
-            raise ValueError(f'input_qos must be one of {INPUT_QOS}, got {self.input_qos!r}')
+        check_inputs(self.cameras, self.input_qos)
         if self.person_boxes not in PERSON_BOXES:
             raise ValueError(f'person_boxes must be one of {PERSON_BOXES}, got '
                              f'{self.person_boxes!r}')

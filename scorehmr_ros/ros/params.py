@@ -21,6 +21,22 @@ INPUT_QOS = ('sensor_data', 'reliable')
 TEMPORAL = ('per_frame', 'online')
 
 
+def check_inputs(cameras, input_qos: str) -> None:
+    """
+    Check the camera names and input QoS that every node of the package reads.
+
+    :param cameras: camera names (relative, unique, non-empty).
+    :param input_qos: one of :data:`INPUT_QOS`.
+    :raises ValueError: naming the bad value.
+    """
+    if not cameras or any(not c or c.startswith('/') for c in cameras):
+        raise ValueError(f'cameras must be non-empty relative names, got {cameras!r}')
+    if len(set(cameras)) != len(cameras):
+        raise ValueError(f'cameras must be unique, got {cameras!r}')
+    if input_qos not in INPUT_QOS:
+        raise ValueError(f'input_qos must be one of {INPUT_QOS}, got {input_qos!r}')
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeSettings:
     """
@@ -102,12 +118,7 @@ class NodeSettings:
     record_inputs: bool = False
 
     def __post_init__(self):
-        if not self.cameras or any(not c or c.startswith('/') for c in self.cameras):
-            raise ValueError(f'cameras must be non-empty relative names, got {self.cameras!r}')
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f'cameras must be unique, got {self.cameras!r}')
-        if self.input_qos not in INPUT_QOS:
-            raise ValueError(f'input_qos must be one of {INPUT_QOS}, got {self.input_qos!r}')
+        check_inputs(self.cameras, self.input_qos)
         if self.front_end not in FRONT_ENDS:
             raise ValueError(f'front_end must be one of {FRONT_ENDS}, got {self.front_end!r}')
         if self.temporal not in TEMPORAL:
