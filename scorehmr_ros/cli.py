@@ -304,18 +304,35 @@ def _cmd_demo(args) -> int:
     return code
 
 
-def _demo_photo(args, config) -> int:
-    """Part 3 of the demo: a real photo; skipped with a reason where it cannot run."""
+def _demo_media(given, sample: str, part: str, flag: str):
+    """
+    Find the input of a demo part that needs MediaPipe; None (logged) where it cannot run.
+
+    :param given: the user's ``--photo`` / ``--video`` path, or None.
+    :param sample: opencv-doc sample file used otherwise.
+    :param part: the part's name in the log line.
+    :param flag: ``photo`` or ``video`` (the option to name).
+    :return: a path, or None when MediaPipe or the input is missing.
+    """
     import importlib.util
-    import os
 
     from scorehmr_ros.perception.images import sample_media_path
 
-    photo = args.photo or sample_media_path('messi5.jpg')
-    if importlib.util.find_spec('mediapipe') is None or photo is None:
-        LOG.warning('part 3 (real photo) skipped: %s', 'mediapipe is not installed '
-                    '(requirements-nodeps.txt)' if photo else 'no photo: pass --photo or let '
+    path = given or sample_media_path(sample)
+    if importlib.util.find_spec('mediapipe') is None or path is None:
+        LOG.warning('%s skipped: %s', part, 'mediapipe is not installed '
+                    '(requirements-nodeps.txt)' if path else f'no {flag}: pass --{flag} or let '
                     'scripts/setup.sh fetch opencv-doc sample media')
+        return None
+    return path
+
+
+def _demo_photo(args, config) -> int:
+    """Part 3 of the demo: a real photo; skipped with a reason where it cannot run."""
+    import os
+
+    photo = _demo_media(args.photo, 'messi5.jpg', 'part 3 (real photo)', 'photo')
+    if photo is None:
         return 0
     from scorehmr_ros.photo_demo import run_photo
 
@@ -334,16 +351,10 @@ DEMO_VIDEO_STRIDE = 10
 
 def _demo_video(args, config) -> int:
     """Part 4 of the demo: a few video frames with HOG boxes; skipped where it cannot run."""
-    import importlib.util
     import os
 
-    from scorehmr_ros.perception.images import sample_media_path
-
-    video = args.video or sample_media_path('vtest.avi')
-    if importlib.util.find_spec('mediapipe') is None or video is None:
-        LOG.warning('part 4 (video, several people) skipped: %s', 'mediapipe is not '
-                    'installed (requirements-nodeps.txt)' if video else 'no video: pass '
-                    '--video or let scripts/setup.sh fetch opencv-doc sample media')
+    video = _demo_media(args.video, 'vtest.avi', 'part 4 (video, several people)', 'video')
+    if video is None:
         return 0
     from scorehmr_ros.photo_demo import run_video
 
