@@ -93,6 +93,31 @@ def sweep_cases() -> List[Dict]:
     return cases
 
 
+def compile_variant_cases(taus_dts=((50, 2),)) -> List[Dict]:
+    """
+    One camera, one outer iteration per frame, compiled, per engine variant.
+
+    The variants differ only in how the same steps are dispatched (results equal):
+    inversion steps per compiled call and inductor's C++ host code.
+    """
+    variants = (({}, 'compiled'),
+                ({'invert_steps_per_call': 5}, 'compiled, inversion 5 steps/call'),
+                ({'invert_steps_per_call': 5, 'cpp_wrapper': True},
+                 'compiled, inversion 5 steps/call, C++ wrapper'))
+    cases = []
+    for tau, dt in taus_dts:
+        for online, label in (
+                ({'mode': 'window', 'window': 3, 'warm_outer_iters': 1},
+                 'window W=3, 1 iteration'),
+                ({'mode': 'frozen', 'window': 3, 'warm_outer_iters': 1,
+                  'warm_start': 'previous'}, 'frozen, warm start previous, 1 iteration')):
+            for engine, suffix in variants:
+                cases.append({'views': 1, 'sampler': {'tau': tau, 'ddim_step': dt},
+                              'online': online, 'compile': True, 'engine': engine,
+                              'label': label + ', ' + suffix})
+    return cases
+
+
 def bench_io_binding(args, rows_list=(1, 3, 4, 8, 64), calls: int = 400,
                      blocks: int = 5) -> List[Dict]:
     """
@@ -150,60 +175,96 @@ def make_refiner(args, case: Dict) -> Refiner:
         overrides['model.checkpoint'] = args.checkpoint
     if case.get('compile'):
         overrides['engine.compile'] = True
+    for key, value in case.get('engine', {}).items():
+        overrides['engine.' + key] = value
     cfg = load_config(os.path.join(ROOT, 'config', 'fast.yaml'), overrides)
     return Refiner(cfg)
 
 
-def run_case(args, case: Dict, frames) -> Dict:
-    """Stream the frames through one online refiner; return latency and accuracy."""
-    refiner = make_refiner(args, case)
-    if case.get('io_binding') is False:
-        refiner.backend.io_binding = False
-    online = OnlineTemporalRefiner(refiner, OnlineConfig(max_gap_s=1.0, **case['online']))
-    cond_dim = refiner.denoiser.config.total_cond_dim
-    views = list(range(case['views']))
-    latency_ms, cpu_ms, preds, gts, inits = [], [], [], [], []
-    for index, frame in enumerate(frames):
-        obs = frame_observations(frame, cond_dim, views=views, people=[0])
+class CaseRunner:
+    """One case's online refiner, fed frame by frame; collects latency and accuracy."""
+
+    def __init__(self, args, case: Dict):
+        self.args, self.case = args, case
+        self.refiner = make_refiner(args, case)
+        if case.get('io_binding') is False:
+            self.refiner.backend.io_binding = False
+        self.online = OnlineTemporalRefiner(self.refiner,
+                                            OnlineConfig(max_gap_s=1.0, **case['online']))
+        self.cond_dim = self.refiner.denoiser.config.total_cond_dim
+        self.views = list(range(case['views']))
+        self.index = 0
+        self.latency_ms, self.cpu_ms, self.preds, self.gts, self.inits = [], [], [], [], []
+
+    def step(self, frame) -> None:
+        """Refine one frame (as the node does) and record it after the warm-up frames."""
+        obs = frame_observations(frame, self.cond_dim, views=self.views, people=[0])
         started, started_cpu = time.perf_counter(), time.process_time()
-        update = online.update('person', obs, frame.stamp_ns * 1e-9)
+        update = self.online.update('person', obs, frame.stamp_ns * 1e-9)
         elapsed_ms = 1000.0 * (time.perf_counter() - started)
         elapsed_cpu_ms = 1000.0 * (time.process_time() - started_cpu)
-        if index < args.warmup:
-            continue
-        latency_ms.append(elapsed_ms)
-        cpu_ms.append(elapsed_cpu_ms)
+        self.index += 1
+        if self.index <= self.args.warmup:
+            return
+        self.latency_ms.append(elapsed_ms)
+        self.cpu_ms.append(elapsed_cpu_ms)
         with torch.no_grad():
             # Row 0 is camera 0: the pose with its root in that camera.
-            joints = refiner.body(update.rotmats[:1], update.betas[:1]).joints45[:, :24]
-        preds.append(joints + update.cam_t[:1, None])
-        gts.append(torch.from_numpy(frame.views[0].gt_joints[:1]).float())
-        inits.append(torch.from_numpy(frame.views[0].init_joints[:1]).float())
-    lat = np.asarray(latency_ms)
-    pred, gt, init = torch.cat(preds), torch.cat(gts), torch.cat(inits)
-    row = {
-        'cameras': case['views'], 'label': case['label'],
-        'tau': case['sampler']['tau'], 'dt': case['sampler']['ddim_step'],
-        'online': case['online'], 'timed_frames': int(lat.size),
-        'latency_p50_ms': float(np.percentile(lat, 50)),
-        'latency_p99_ms': float(np.percentile(lat, 99)),
-        'latency_max_ms': float(lat.max()),
-        'rate_hz': float(lat.size / (lat.sum() / 1000.0)),
-        # One thread everywhere: CPU time per frame is what the wall time would be on an
-        # otherwise idle core (the shared machine's load inflates the wall time).
-        'cpu_p50_ms': float(np.percentile(cpu_ms, 50)),
-        'cpu_p99_ms': float(np.percentile(cpu_ms, 99)),
-        'cpu_rate_hz': float(len(cpu_ms) / (sum(cpu_ms) / 1000.0)),
-        'mpjpe_mm': float(mpjpe_mm(pred, gt).mean()),
-        'pa_mpjpe_mm': float(pa_mpjpe_mm(pred, gt).mean()),
-        'root_err_mm': float(1000 * (pred[:, 0] - gt[:, 0]).norm(dim=-1).mean()),
-        'start_mpjpe_mm': float(mpjpe_mm(init, gt).mean()),
-        'load_avg_1min': round(os.getloadavg()[0], 2),
-        'backend': refiner.backend.name,
-        'compile': bool(refiner.config.engine.compile),
-        'io_binding': bool(getattr(refiner.backend, 'io_binding', False)),
-    }
-    return row
+            joints = self.refiner.body(update.rotmats[:1], update.betas[:1]).joints45[:, :24]
+        self.preds.append(joints + update.cam_t[:1, None])
+        self.gts.append(torch.from_numpy(frame.views[0].gt_joints[:1]).float())
+        self.inits.append(torch.from_numpy(frame.views[0].init_joints[:1]).float())
+
+    def result(self) -> Dict:
+        """The case's table row."""
+        case, refiner, cpu_ms = self.case, self.refiner, self.cpu_ms
+        lat = np.asarray(self.latency_ms)
+        pred, gt, init = torch.cat(self.preds), torch.cat(self.gts), torch.cat(self.inits)
+        return {
+            'cameras': case['views'], 'label': case['label'],
+            'tau': case['sampler']['tau'], 'dt': case['sampler']['ddim_step'],
+            'online': case['online'], 'engine_overrides': case.get('engine', {}),
+            'timed_frames': int(lat.size),
+            'latency_p50_ms': float(np.percentile(lat, 50)),
+            'latency_p99_ms': float(np.percentile(lat, 99)),
+            'latency_max_ms': float(lat.max()),
+            'rate_hz': float(lat.size / (lat.sum() / 1000.0)),
+            # One thread everywhere: CPU time per frame is what the wall time would be on
+            # an otherwise idle core (the shared machine's load inflates the wall time).
+            'cpu_p50_ms': float(np.percentile(cpu_ms, 50)),
+            'cpu_p99_ms': float(np.percentile(cpu_ms, 99)),
+            'cpu_rate_hz': float(len(cpu_ms) / (sum(cpu_ms) / 1000.0)),
+            'mpjpe_mm': float(mpjpe_mm(pred, gt).mean()),
+            'pa_mpjpe_mm': float(pa_mpjpe_mm(pred, gt).mean()),
+            'root_err_mm': float(1000 * (pred[:, 0] - gt[:, 0]).norm(dim=-1).mean()),
+            'start_mpjpe_mm': float(mpjpe_mm(init, gt).mean()),
+            'load_avg_1min': round(os.getloadavg()[0], 2),
+            'backend': refiner.backend.name,
+            'compile': bool(refiner.config.engine.compile),
+            'io_binding': bool(getattr(refiner.backend, 'io_binding', False)),
+        }
+
+
+def run_case(args, case: Dict, frames) -> Dict:
+    """Stream the frames through one online refiner; return latency and accuracy."""
+    runner = CaseRunner(args, case)
+    for frame in frames:
+        runner.step(frame)
+    return runner.result()
+
+
+def run_interleaved(args, cases: List[Dict], frames) -> List[Dict]:
+    """
+    Stream the frames through all cases in turn, frame by frame.
+
+    Every case sees frame k right after the others did, so load changes on a shared
+    machine reach all of them alike: their ratios are fair even when absolute times drift.
+    """
+    runners = [CaseRunner(args, case) for case in cases]
+    for frame in frames:
+        for runner in runners:
+            runner.step(frame)
+    return [runner.result() for runner in runners]
 
 
 def markdown(rows: List[Dict]) -> str:
@@ -245,6 +306,12 @@ def main(argv=None) -> int:
                         help='time ONNX Runtime IOBinding on/off (per call and per frame)')
     parser.add_argument('--compile', action='store_true',
                         help='repeat the 1-camera cases with engine.compile (fused loop)')
+    parser.add_argument('--variants', nargs='*', default=None, metavar='TAU/DT',
+                        help='add compiled 1-camera cases per engine variant (inversion '
+                             'steps per call, C++ wrapper) at these settings, e.g. 50/2 50/5')
+    parser.add_argument('--interleave', action='store_true',
+                        help='feed the cases frame by frame in turn (fair ratios under '
+                             'changing load) instead of one case after the other')
     parser.add_argument('--seed', type=int, default=3)
     parser.add_argument('--json')
     parser.add_argument('--markdown')
@@ -272,15 +339,17 @@ def main(argv=None) -> int:
         # Same cases, compiled: before and after in one process, same frames and load.
         cases += [dict(c, compile=True, label=c['label'] + ', compiled')
                   for c in cases if c['views'] == 1 and not c.get('compile')]
+    if args.variants is not None:
+        cases += compile_variant_cases(
+            [tuple(int(v) for v in item.split('/')) for item in args.variants] or [(50, 2)])
     body = make_refiner(args, {'views': 1, 'sampler': SINGLE}).body
     frames = make_stream(body, cameras=CAMERAS, num_people=1, num_frames=args.frames,
                          seed=args.seed, image_hw=(480, 640), focal_px=600.0,
                          keypoint_noise_px=2.0, fps=args.fps, pose_motion_rad=0.3,
                          motion_hz=0.5)
-    rows = []
-    for case in cases:
-        row = run_case(args, case, frames)
-        rows.append(row)
+    rows = (run_interleaved(args, cases, frames) if args.interleave
+            else [run_case(args, case, frames) for case in cases])
+    for row in rows:
         print('%d cam, tau %d dt %d, %-42s p50 %7.1f ms  p99 %7.1f ms  %6.1f Hz  '
               'CPU p50 %7.1f ms  MPJPE %.1f mm (start %.1f)' % (
                   row['cameras'], row['tau'], row['dt'], row['label'], row['latency_p50_ms'],

@@ -247,7 +247,6 @@ class Refiner:
                 self._warned_no_extrinsics = True
         n = rows.n
         x_start = rows.repeat(self.encode(rows.get(obs.init_rotmats), rows.get(obs.init_betas)))
-        cond = self.backend.prepare(rows.repeat(rows.get(obs.cond)))
         betas_rows = rows.repeat(rows.get(obs.init_betas))
         # Rest joints depend on shape only: computed once unless shape is diffused.
         rest = (self.joints_body.rest(betas_rows) if self.joints_body is not None
@@ -270,6 +269,10 @@ class Refiner:
                 temporal.update(target=target[0], weight=target[1])
             return self._refine_fused(obs, rows, x_start, rows.repeat(rows.get(obs.cond)), rest,
                                       kp, translation, betas_rows, grid, started, temporal)
+
+        # Prepared here, not before the fused branch: the fused loop folds the features
+        # itself, and the backend's preparation (a 3 x C x 1024 product) would be wasted.
+        cond = self.backend.prepare(rows.repeat(rows.get(obs.cond)))
 
         def gradient(x_t, t, eps):
             return self._guidance_gradient(x_t, t, eps, betas_rows, rest, kp, camera, stopper,
@@ -493,7 +496,10 @@ class Refiner:
             loop = FusedKeypointLoop(self.schedule, self._folded(), self.joints_body,
                                      kp['layout'], self.config.guidance, cfg.early_stopping,
                                      cfg.early_stop_tol, compile=True,
-                                     steps_per_call=self.config.engine.steps_per_call)
+                                     steps_per_call=self.config.engine.steps_per_call,
+                                     invert_steps_per_call=self.config.engine
+                                     .invert_steps_per_call,
+                                     cpp_wrapper=self.config.engine.cpp_wrapper)
             self._fused_loops[key] = loop
         inversion, sampling = list(inversion_pairs(grid)), list(sampling_pairs(grid))
         prep = loop.folded.prepare(cond)

@@ -238,9 +238,10 @@ def test_reduced_precision_products_stay_within_their_bound(dtype, bound):
 
 
 def test_chunked_sweeps_equal_one_step_per_call(body):
-    # engine.steps_per_call: K steps per call must be the same arithmetic as K calls,
-    # including a remainder chunk (5 pairs = 2 + 2 + 1 and 4 + 1). Eager (compile off)
-    # so that the chunk planning is tested without minutes of compilation.
+    # engine.steps_per_call / invert_steps_per_call: K steps per call must be the same
+    # arithmetic as K calls, including a remainder chunk (5 pairs = 2 + 2 + 1 and 4 + 1),
+    # and the inversion may be chunked differently from the guided sweep. Eager (compile
+    # off) so that the chunk planning is tested without minutes of compilation.
     from scorehmr_ros.diffusion.schedule import inversion_pairs, sampling_pairs, timestep_grid
     from scorehmr_ros.guidance.fused_loop import FusedKeypointLoop, initial_state
     from scorehmr_ros.refiner import _Rows
@@ -253,10 +254,12 @@ def test_chunked_sweeps_equal_one_step_per_call(body):
     grid = timestep_grid(10, 2)
     x = refiner.encode(obs.init_rotmats, obs.init_betas)
     results = []
-    for k in (1, 2, 4):
+    for k, invert_k in ((1, None), (2, None), (4, None), (1, 3), (2, 5)):
         loop = FusedKeypointLoop(refiner.schedule, refiner._folded(), refiner.joints_body,
                                  'body25', refiner.config.guidance, 'relative', 1e-5,
-                                 compile=False, steps_per_call=k)
+                                 compile=False, steps_per_call=k,
+                                 invert_steps_per_call=invert_k)
+        assert loop.invert_steps_per_call == (invert_k or k)
         prep = loop.folded.prepare(obs.cond)
         x_tau = loop.invert_sweep(x, list(inversion_pairs(grid)), prep)
         state = loop.guided_sweep(initial_state(x_tau, obs.init_cam_t),
@@ -269,6 +272,12 @@ def test_chunked_sweeps_equal_one_step_per_call(body):
     assert int(results[0][1].step) == 5
     with pytest.raises(ValueError, match='steps_per_call'):
         RefinerConfig().replace(engine={'steps_per_call': 0})
+    with pytest.raises(ValueError, match='invert_steps_per_call'):
+        RefinerConfig().replace(engine={'invert_steps_per_call': 0})
+    with pytest.raises(ValueError, match='invert_steps_per_call'):
+        FusedKeypointLoop(refiner.schedule, refiner._folded(), refiner.joints_body, 'body25',
+                          refiner.config.guidance, 'relative', 1e-5, compile=False,
+                          invert_steps_per_call=1.5)
     with pytest.raises(ValueError, match='not consecutive'):
         loop.invert_sweep(x, [(0, 2), (4, 6)], prep)
 

@@ -102,15 +102,25 @@ class FusedKeypointLoop:
         :meth:`guided_sweep`. At batch 1 a call's fixed cost (argument handling, kernel
         launches, ~0.3 ms here) is comparable to its arithmetic, so running K steps per
         call cuts the time per step; the price is a K times larger graph to compile once.
+    :param invert_steps_per_call: the same for the inversion sweep (default
+        ``steps_per_call``). Inversion steps carry no gradient, so their graphs compile
+        several times faster than guided ones: a larger K there is cheap.
+    :param cpp_wrapper: generate the compiled graphs' host code in C++ instead of
+        Python (inductor's ``cpp_wrapper``): less fixed cost per kernel, slower compiling.
     """
 
     def __init__(self, schedule: CosineSchedule, folded: FoldedDenoiser, body: JointsOnlyBody,
                  layout: str, guidance, rule: str, tol: float, compile: bool = True,
-                 steps_per_call: int = 1):
+                 steps_per_call: int = 1, invert_steps_per_call: Optional[int] = None,
+                 cpp_wrapper: bool = False):
         if folded.shape is not None:
             raise ValueError('the fused loop covers pose-only denoisers')
-        if not isinstance(steps_per_call, int) or steps_per_call < 1:
-            raise ValueError(f'steps_per_call must be an integer >= 1, got {steps_per_call!r}')
+        if invert_steps_per_call is None:
+            invert_steps_per_call = steps_per_call
+        for name, value in (('steps_per_call', steps_per_call),
+                            ('invert_steps_per_call', invert_steps_per_call)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
         self.schedule = schedule
         self.folded = folded
         self.kp_grad = KeypointGradient(schedule, body, layout, guidance.gmof_sigma_px,
@@ -120,11 +130,17 @@ class FusedKeypointLoop:
         self.guidance = guidance
         self.rule = RULE_CODES[rule]
         self.tol = float(tol)
-        wrap = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
+        # Inputs keep their shapes and strides between calls (the refiner builds them the
+        # same way every time), so inductor's per-call size/stride asserts on every graph
+        # input are dropped: ~50 checks per guided step, a measurable share at batch 1.
+        options = {'size_asserts': False, 'cpp_wrapper': bool(cpp_wrapper)}
+        wrap = ((lambda f: torch.compile(f, dynamic=False, options=options)) if compile
+                else (lambda f: f))
         self.invert = wrap(self._invert)
         self.guided = wrap(self._guided)
         self.steps_per_call = steps_per_call
-        self._invert_chunk = wrap(self._invert_many) if steps_per_call > 1 else None
+        self.invert_steps_per_call = invert_steps_per_call
+        self._invert_chunk = wrap(self._invert_many) if invert_steps_per_call > 1 else None
         self._guided_chunk = wrap(self._guided_many) if steps_per_call > 1 else None
         self._plans = {}
         #: input signatures whose graphs ran once with full guard evaluation (the refiner
@@ -141,7 +157,7 @@ class FusedKeypointLoop:
         :param prep: the folded denoiser's per-frame preparation.
         :return: [N, D] state at the last ``t_next``.
         """
-        for many, ts in self._plan(pairs, x_t.device):
+        for many, ts in self._plan(pairs, x_t.device, self.invert_steps_per_call):
             x_t = (self._invert_chunk(x_t, ts, prep) if many
                    else self.invert(x_t, ts[0:1], ts[1:2], prep))
         return x_t
@@ -163,26 +179,27 @@ class FusedKeypointLoop:
         :return: the state after the last step.
         """
         temporal = _checked_temporal(temporal)
-        for many, ts in self._plan(pairs, state.x_t.device):
+        for many, ts in self._plan(pairs, state.x_t.device, self.steps_per_call):
             state = (self._guided_chunk(state, ts, prep, rest, kp, temporal) if many
                      else self.guided(state, ts[0:1], ts[1:2], prep, rest, kp, temporal))
         return state
 
-    def _plan(self, pairs: Sequence[Tuple[int, int]], device) -> List[Tuple[bool, torch.Tensor]]:
+    def _plan(self, pairs: Sequence[Tuple[int, int]], device, k: int
+              ) -> List[Tuple[bool, torch.Tensor]]:
         """
-        Split a sweep into calls, made once per sweep and device.
+        Split a sweep into calls of ``k`` steps, made once per sweep, device and ``k``.
 
         :return: ``(True, [K+1] timesteps)`` for a call of K steps, ``(False, [2]
             timesteps)`` for a single step.
         """
-        key = (tuple(pairs), str(device))
+        key = (tuple(pairs), str(device), k)
         plan = self._plans.get(key)
         if plan is None:
             times = [t for t, _ in pairs] + [pairs[-1][1]] if pairs else []
             for (_, t_next), (t, _) in zip(pairs, pairs[1:]):
                 if t_next != t:
                     raise ValueError(f'timestep pairs are not consecutive: {list(pairs)}')
-            plan, k, start = [], self.steps_per_call, 0
+            plan, start = [], 0
             while start < len(pairs):
                 many = k > 1 and len(pairs) - start >= k
                 size = k if many else 1
@@ -192,8 +209,8 @@ class FusedKeypointLoop:
         return plan
 
     def _invert_many(self, x_t: torch.Tensor, ts: torch.Tensor, prep) -> torch.Tensor:
-        """``steps_per_call`` inversion steps along ts ([K+1] int64), one graph."""
-        for i in range(self.steps_per_call):
+        """``invert_steps_per_call`` inversion steps along ts ([K+1] int64), one graph."""
+        for i in range(self.invert_steps_per_call):
             x_t = self._invert(x_t, ts[i:i + 1], ts[i + 1:i + 2], prep)
         return x_t
 
