@@ -136,6 +136,35 @@ def test_online_mode_keeps_a_window_per_track(body, stream):
     assert pipe.track_report()[0]['latency_p50_s'] == '0.2500'
 
 
+def test_online_frozen_mode_with_one_warm_iteration(body, stream):
+    # The node's temporal_mode / temporal_warm_iters reach OnlineConfig: frozen mode keeps
+    # one row per track and frame (the window counts the frozen history), and a warm frame
+    # runs one outer iteration, not the cold S_max.
+    pipe = FusionPipeline(make_refiner(body), CAMERAS, temporal='online', temporal_window=3,
+                          temporal_mode='frozen', warm_outer_iters=1)
+    assert (pipe.online.config.mode, pipe.online.config.warm_outer_iters) == ('frozen', 1)
+    errs = []
+    for frame in stream:
+        result = pipe.process(views_of(frame), calibration_of(frame))
+        assert len(result.bodies) == 2
+        errs += mpjpe_world_mm(result.bodies, frame)
+    assert np.mean(errs) < 120, errs
+    with pytest.raises(ValueError, match='online.mode'):
+        FusionPipeline(make_refiner(body), CAMERAS, temporal='online', temporal_mode='batch')
+
+
+def test_node_settings_check_the_online_parameters():
+    pytest.importorskip('rcl_interfaces', reason='ROS 2 message packages not importable')
+    from scorehmr_ros.ros.params import NodeSettings
+
+    settings = NodeSettings(temporal_mode='frozen', temporal_warm_iters=1)
+    assert (settings.temporal_mode, settings.temporal_warm_iters) == ('frozen', 1)
+    with pytest.raises(ValueError, match='temporal_mode must be one of'):
+        NodeSettings(temporal_mode='batch')
+    with pytest.raises(ValueError, match='temporal_warm_iters must be >= 1'):
+        NodeSettings(temporal_warm_iters=0)
+
+
 def test_camera_without_extrinsics_is_left_to_the_per_camera_path(body, stream, caplog):
     pipe = FusionPipeline(make_refiner(body), CAMERAS)
     with caplog.at_level(logging.WARNING):

@@ -169,6 +169,8 @@ class FusionPipeline:
     :param cameras: every camera name, in a fixed order.
     :param temporal: ``'per_frame'`` or ``'online'``.
     :param temporal_window: frames per track window (online mode).
+    :param temporal_mode: online mode, ``'window'`` or ``'frozen'`` (OnlineConfig.mode).
+    :param warm_outer_iters: outer iterations of an online frame with history.
     :param association: association thresholds.
     :param tracker: tracker settings.
     :param max_gap_s: a track unseen longer restarts its window (and counts a gap).
@@ -176,7 +178,8 @@ class FusionPipeline:
 
     def __init__(self, refiner: Refiner, cameras: Sequence[str], temporal: str = 'per_frame',
                  temporal_window: int = 3, association: Optional[AssociationConfig] = None,
-                 tracker: Optional[TrackerConfig] = None, max_gap_s: float = 0.5):
+                 tracker: Optional[TrackerConfig] = None, max_gap_s: float = 0.5,
+                 temporal_mode: str = 'window', warm_outer_iters: int = 5):
         if temporal not in TEMPORAL_MODES:
             raise ValueError(f'temporal must be one of {TEMPORAL_MODES}, got {temporal!r}')
         if not isinstance(temporal_window, int) or temporal_window < 1:
@@ -190,7 +193,9 @@ class FusionPipeline:
             refiner.config.replace(guidance={'multiview': True, 'multiview_mode': 'calibrated'}),
             denoiser=refiner.denoiser, body=refiner.body)
         self.online = OnlineTemporalRefiner(
-            self.refiner, OnlineConfig(window=temporal_window, max_gap_s=max_gap_s)) \
+            self.refiner, OnlineConfig(mode=temporal_mode, window=temporal_window,
+                                       warm_outer_iters=warm_outer_iters,
+                                       max_gap_s=max_gap_s)) \
             if temporal == 'online' else None
         self.associator = Associator(association)
         self.tracker = Tracker(tracker)

@@ -253,7 +253,8 @@ class ScoreHmrNode(Node):
                 'extrinsics_from_tf: no extrinsics, every camera is refined in its own frame')
         pipeline = FusionPipeline(
             self.refiner, settings.cameras, temporal=settings.temporal,
-            temporal_window=settings.temporal_window,
+            temporal_window=settings.temporal_window, temporal_mode=settings.temporal_mode,
+            warm_outer_iters=settings.temporal_warm_iters,
             tracker=TrackerConfig(max_age_s=settings.tracker_max_age_s,
                                   gate_m=settings.tracker_gate_m),
             max_gap_s=settings.temporal_max_gap_s)

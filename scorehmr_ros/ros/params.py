@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Tuple
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 
 from scorehmr_ros.config import config_from_dict, config_to_dict, RefinerConfig
+from scorehmr_ros.fusion.online import MODES as TEMPORAL_MODES
 
 #: Front ends the node has (where the 2D keypoints and the regression estimate come from).
 FRONT_ENDS = ('upstream',)
@@ -59,6 +60,13 @@ class NodeSettings:
     :param temporal: ``per_frame`` (each set refined on its own) or ``online`` (a causal
         sliding window per track; fused bodies only).
     :param temporal_window: frames per track window in ``online`` mode.
+    :param temporal_mode: ``window`` (re-refine the track's last ``temporal_window``
+        frames jointly every frame) or ``frozen`` (refine only the newest frame, pulled
+        toward the earlier, frozen results: fewer rows, cheaper); see
+        :class:`~scorehmr_ros.fusion.online.OnlineConfig`.
+    :param temporal_warm_iters: outer iterations (S) of an online frame with history (a
+        track's first frame runs ``refiner.sampler.outer_iters``); 1 is the streaming
+        setting of benchmarks/README.md.
     :param temporal_max_gap_s: a track unseen for longer restarts its window (counted).
     :param tracker_max_age_s: a track unseen for longer is dropped (a new id later).
     :param tracker_gate_m: largest 3D distance of a person to a track's prediction.
@@ -99,6 +107,8 @@ class NodeSettings:
     extrinsics_max_age_s: float = 1.0
     temporal: str = 'per_frame'
     temporal_window: int = 3
+    temporal_mode: str = 'window'
+    temporal_warm_iters: int = 5
     temporal_max_gap_s: float = 0.5
     tracker_max_age_s: float = 1.0
     tracker_gate_m: float = 0.5
@@ -129,7 +139,11 @@ class NodeSettings:
                              "fixed_frame (the frame of the fused bodies); got fixed_frame=''")
         if self.fixed_frame.startswith('/'):
             raise ValueError(f'fixed_frame must not start with "/", got {self.fixed_frame!r}')
-        for name in ('sync_queue_size', 'max_queue', 'max_people', 'temporal_window'):
+        if self.temporal_mode not in TEMPORAL_MODES:
+            raise ValueError(f'temporal_mode must be one of {TEMPORAL_MODES}, got '
+                             f'{self.temporal_mode!r}')
+        for name in ('sync_queue_size', 'max_queue', 'max_people', 'temporal_window',
+                     'temporal_warm_iters'):
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
         for name in ('slop_s', 'stale_age_s', 'camera_timeout_s', 'marker_lifetime_s',
