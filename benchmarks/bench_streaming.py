@@ -93,24 +93,32 @@ def sweep_cases() -> List[Dict]:
     return cases
 
 
-def compile_variant_cases(taus_dts=((50, 2),)) -> List[Dict]:
+def compile_variant_cases(taus_dts=((50, 2),), modes=('window', 'frozen'),
+                          guided_chunks: bool = False) -> List[Dict]:
     """
     One camera, one outer iteration per frame, compiled, per engine variant.
 
     The variants differ only in how the same steps are dispatched (results equal):
-    inversion steps per compiled call and inductor's C++ host code.
+    inversion (and with ``guided_chunks`` guided) steps per compiled call and inductor's
+    C++ host code.
     """
-    variants = (({}, 'compiled'),
+    variants = [({}, 'compiled'),
                 ({'invert_steps_per_call': 5}, 'compiled, inversion 5 steps/call'),
                 ({'invert_steps_per_call': 5, 'cpp_wrapper': True},
-                 'compiled, inversion 5 steps/call, C++ wrapper'))
+                 'compiled, inversion 5 steps/call, C++ wrapper')]
+    if guided_chunks:
+        variants += [({'invert_steps_per_call': 5, 'steps_per_call': 5},
+                      'compiled, 5 steps/call'),
+                     ({'invert_steps_per_call': 5, 'steps_per_call': 5, 'cpp_wrapper': True},
+                      'compiled, 5 steps/call, C++ wrapper')]
+    online_modes = {
+        'window': ({'mode': 'window', 'window': 3, 'warm_outer_iters': 1},
+                   'window W=3, 1 iteration'),
+        'frozen': ({'mode': 'frozen', 'window': 3, 'warm_outer_iters': 1,
+                    'warm_start': 'previous'}, 'frozen, warm start previous, 1 iteration')}
     cases = []
     for tau, dt in taus_dts:
-        for online, label in (
-                ({'mode': 'window', 'window': 3, 'warm_outer_iters': 1},
-                 'window W=3, 1 iteration'),
-                ({'mode': 'frozen', 'window': 3, 'warm_outer_iters': 1,
-                  'warm_start': 'previous'}, 'frozen, warm start previous, 1 iteration')):
+        for online, label in (online_modes[mode] for mode in modes):
             for engine, suffix in variants:
                 cases.append({'views': 1, 'sampler': {'tau': tau, 'ddim_step': dt},
                               'online': online, 'compile': True, 'engine': engine,
@@ -309,6 +317,11 @@ def main(argv=None) -> int:
     parser.add_argument('--variants', nargs='*', default=None, metavar='TAU/DT',
                         help='add compiled 1-camera cases per engine variant (inversion '
                              'steps per call, C++ wrapper) at these settings, e.g. 50/2 50/5')
+    parser.add_argument('--variant-modes', nargs='+', default=['window', 'frozen'],
+                        choices=('window', 'frozen'), help='online modes of --variants')
+    parser.add_argument('--guided-chunks', action='store_true',
+                        help='--variants also with 5 guided steps per call (compiling '
+                             'takes minutes)')
     parser.add_argument('--interleave', action='store_true',
                         help='feed the cases frame by frame in turn (fair ratios under '
                              'changing load) instead of one case after the other')
@@ -322,6 +335,9 @@ def main(argv=None) -> int:
     if args.warmup >= args.frames:
         parser.error('--warmup must be smaller than --frames')
     torch.set_num_threads(args.threads)
+    # Several compiled engines share the fused loop's functions in one process (one per
+    # case); dynamo's default of 8 variants per function would run the rest uncompiled.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     cases = ([] if args.no_default else default_cases()) + (sweep_cases() if args.sweep
                                                             else [])
     if args.only is not None:
@@ -341,7 +357,8 @@ def main(argv=None) -> int:
                   for c in cases if c['views'] == 1 and not c.get('compile')]
     if args.variants is not None:
         cases += compile_variant_cases(
-            [tuple(int(v) for v in item.split('/')) for item in args.variants] or [(50, 2)])
+            [tuple(int(v) for v in item.split('/')) for item in args.variants] or [(50, 2)],
+            args.variant_modes, args.guided_chunks)
     body = make_refiner(args, {'views': 1, 'sampler': SINGLE}).body
     frames = make_stream(body, cameras=CAMERAS, num_people=1, num_frames=args.frames,
                          seed=args.seed, image_hw=(480, 640), focal_px=600.0,

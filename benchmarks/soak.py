@@ -18,7 +18,6 @@ the first ``--warmup`` fraction (default 20 %). Pass bound: growth < 5 %.
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 import random
 import shutil
@@ -123,23 +122,16 @@ def run_soak(duration_s: float = 600.0, rate_hz: float = 30.0, warmup: float = 0
         namespace = testbed.random_namespace()
         params = testbed.write_params(work_dir / 'params.yaml',
                                       dict({'cameras': cameras}, **(overrides or {})))
-        saved = {k: os.environ.get(k) for k in
-                 ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_LOG_DIR')}
-        os.environ.update({k: env[k] for k in saved})
-        node = testbed.NodeProcess(params, env, namespace, work_dir / 'node.log')
-        bed = testbed.Testbed(int(env['ROS_DOMAIN_ID']), namespace, cameras,
-                              input_qos='sensor_data')
-        try:
-            return _measure(node, bed, frames, cameras, duration_s, rate_hz, warmup, log)
-        finally:
-            bed.close()
-            if node.alive():
-                node.stop(signal.SIGKILL)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with testbed.ros_variables(env):
+            node = testbed.NodeProcess(params, env, namespace, work_dir / 'node.log')
+            bed = testbed.Testbed(int(env['ROS_DOMAIN_ID']), namespace, cameras,
+                                  input_qos='sensor_data')
+            try:
+                return _measure(node, bed, frames, cameras, duration_s, rate_hz, warmup, log)
+            finally:
+                bed.close()
+                if node.alive():
+                    node.stop(signal.SIGKILL)
     finally:
         if own_dir:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -12,6 +12,7 @@ arrival time. The message builders turn a :class:`~scorehmr_ros.synthetic_stream
 into the inputs an upstream detector and a camera driver would publish.
 """
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Quaternion, Transform, TransformStamped, Vector3
@@ -401,3 +402,26 @@ def vm_rss_kib(pid: int) -> Optional[int]:
 def random_namespace() -> str:
     """Draw a namespace no other test run uses (``/t<16 hex digits>``)."""
     return '/t' + os.urandom(8).hex()
+
+
+@contextlib.contextmanager
+def ros_variables(env: Dict[str, str]) -> Iterator[None]:
+    """
+    Use ``env``'s ROS variables in this process while the block runs (then restore them).
+
+    The in-process :class:`Testbed` reads discovery range and log directory from
+    ``os.environ``; a node process started with ``env`` must see the same domain.
+
+    :param env: e.g. :func:`scorehmr_ros.demo_ros.isolated_ros_env`.
+    """
+    saved = {k: os.environ.get(k) for k in
+             ('ROS_DOMAIN_ID', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_LOG_DIR')}
+    os.environ.update({k: env[k] for k in saved if k in env})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
