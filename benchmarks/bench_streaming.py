@@ -203,6 +203,7 @@ class CaseRunner:
         self.views = list(range(case['views']))
         self.index = 0
         self.latency_ms, self.cpu_ms, self.preds, self.gts, self.inits = [], [], [], [], []
+        self.warmup_s: List[float] = []
 
     def step(self, frame) -> None:
         """Refine one frame (as the node does) and record it after the warm-up frames."""
@@ -213,6 +214,8 @@ class CaseRunner:
         elapsed_cpu_ms = 1000.0 * (time.process_time() - started_cpu)
         self.index += 1
         if self.index <= self.args.warmup:
+            # The cold first frame and the compilation of the graphs land here.
+            self.warmup_s.append(elapsed_ms / 1000.0)
             return
         self.latency_ms.append(elapsed_ms)
         self.cpu_ms.append(elapsed_cpu_ms)
@@ -233,6 +236,7 @@ class CaseRunner:
             'tau': case['sampler']['tau'], 'dt': case['sampler']['ddim_step'],
             'online': case['online'], 'engine_overrides': case.get('engine', {}),
             'timed_frames': int(lat.size),
+            'warmup_frames_s': [round(v, 3) for v in self.warmup_s],
             'latency_p50_ms': float(np.percentile(lat, 50)),
             'latency_p99_ms': float(np.percentile(lat, 99)),
             'latency_max_ms': float(lat.max()),
@@ -322,6 +326,8 @@ def main(argv=None) -> int:
     parser.add_argument('--guided-chunks', action='store_true',
                         help='--variants also with 5 guided steps per call (compiling '
                              'takes minutes)')
+    parser.add_argument('--variant-only', nargs='+', type=int, default=None,
+                        help='indices of the --variants cases to keep')
     parser.add_argument('--interleave', action='store_true',
                         help='feed the cases frame by frame in turn (fair ratios under '
                              'changing load) instead of one case after the other')
@@ -335,9 +341,6 @@ def main(argv=None) -> int:
     if args.warmup >= args.frames:
         parser.error('--warmup must be smaller than --frames')
     torch.set_num_threads(args.threads)
-    # Several compiled engines share the fused loop's functions in one process (one per
-    # case); dynamo's default of 8 variants per function would run the rest uncompiled.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     cases = ([] if args.no_default else default_cases()) + (sweep_cases() if args.sweep
                                                             else [])
     if args.only is not None:
@@ -356,9 +359,11 @@ def main(argv=None) -> int:
         cases += [dict(c, compile=True, label=c['label'] + ', compiled')
                   for c in cases if c['views'] == 1 and not c.get('compile')]
     if args.variants is not None:
-        cases += compile_variant_cases(
+        variants = compile_variant_cases(
             [tuple(int(v) for v in item.split('/')) for item in args.variants] or [(50, 2)],
             args.variant_modes, args.guided_chunks)
+        cases += (variants if args.variant_only is None
+                  else [variants[i] for i in args.variant_only])
     body = make_refiner(args, {'views': 1, 'sampler': SINGLE}).body
     frames = make_stream(body, cameras=CAMERAS, num_people=1, num_frames=args.frames,
                          seed=args.seed, image_hw=(480, 640), focal_px=600.0,

@@ -358,12 +358,9 @@ class Refiner:
         rep = lambda tensor: tensor.repeat_interleave(s, dim=0)  # noqa: E731
         betas_g = rep(betas_b[anchor])
         x_start = rep(self.encode(start_rot, betas_b[anchor]))
-        cond = self.backend.prepare(rep(rows.get(obs.cond)[anchor]))
         rest = (self.joints_body.rest(betas_g) if self.joints_body is not None
                 and not self.denoiser.config.use_shape else None)
         rel_rot, rel_t = rows.repeat(groups.rel_rot), rows.repeat(groups.rel_t)
-        camera = CameraTranslationAdam(rep(start_t), lr=guide.camera_lr)
-        stopper = EarlyStopper(g * s, cfg.early_stopping, cfg.early_stop_tol, device=self.device)
         prev_state = None
         if guide.temporal:
             prev_state = self._group_prev(obs, groups, s)
@@ -371,6 +368,84 @@ class Refiner:
         if target is not None:
             anchor_rows = rep(anchor) * s + sample.repeat(g)
             target = (target[0][anchor_rows], target[1][anchor_rows])
+        grid = timestep_grid(cfg.tau, cfg.ddim_step)
+        if self._can_fuse(kp, calibrated=True):
+            # Each state's loss divisor: its view count (calibrated_loss 'mean', as
+            # multiview_keypoint_loss counts views) or 1 ('sum').
+            views = torch.ones(g * s, device=self.device, dtype=self.dtype)
+            if guide.calibrated_loss == 'mean':
+                views = views.new_zeros(g * s).index_add(
+                    0, row_state, (kp['conf'] > 0).any(dim=-1).to(self.dtype)).clamp_min(1)
+            fused_kp = {key: kp[key] for key in ('target', 'conf', 'focal', 'center', 'size')}
+            fused_kp.update(row_state=row_state, rel_rot=rel_rot, rel_t=rel_t, views=views)
+            temporal = {'prev_row': prev_state}
+            if target is not None:
+                temporal.update(target=target[0], weight=target[1])
+            state, step = self._run_fused_loop(
+                ('calibrated', kp['layout'], cfg.early_stopping), kp['layout'], x_start,
+                rep(rows.get(obs.cond)[anchor]), rest, fused_kp, rep(start_t), grid,
+                temporal)
+            stopped = state.stopped[:, None]
+            x0 = torch.where(stopped, state.cached_x0, state.x0)
+            translation = torch.where(stopped, state.cached_trans, state.trans)
+            stop_step = state.stop_step
+            row_loss = state.row_loss if step else \
+                torch.full((rows.n,), float('nan'), device=self.device, dtype=self.dtype)
+        else:
+            x0, translation, stop_step, row_loss, step = self._sample_calibrated(
+                x_start, rep(rows.get(obs.cond)[anchor]), betas_g, rest, kp, row_state,
+                rel_rot, rel_t, rep(start_t), prev_state, target, grid, rows.n)
+        num_views = torch.zeros(g, device=self.device, dtype=self.dtype).index_add(
+            0, groups.row_group, conf_b.gt(0).any(dim=-1).to(self.dtype)).long()
+        has_any = num_views > 0
+        refined = (torch.isfinite(x0).all(dim=-1) & torch.isfinite(translation).all(dim=-1)
+                   & rep(has_any))
+        if not bool(refined.all()):
+            LOG.warning('%d of %d group sample(s) returned their initial estimate (no '
+                        'confident keypoint in any view or a non-finite result)',
+                        int((~refined).sum()), g * s)
+        x0 = torch.where(refined[:, None], x0, x_start)
+        translation = torch.where(refined[:, None], translation, rep(start_t))
+        rot_g, betas_out = self.decode(x0, betas_g)
+        rest_pelvis_g = self.body.rest_joints(betas_out)[:, 0]
+        # Every row gets its group's body expressed in its own camera.
+        row_rot, row_t = calibrated.to_view(rot_g[row_state], translation[row_state],
+                                            rest_pelvis_g[row_state], rel_rot, rel_t)
+        row_betas = betas_out[row_state]
+        row_x0 = self.encode(row_rot, row_betas)
+        to_world = rep(groups.anchor_to_world).to(self.dtype)
+        world_rot, world_t = calibrated.to_view(rot_g, translation, rest_pelvis_g,
+                                                to_world[:, :3, :3], to_world[:, :3, 3])
+        b = rows.b
+        group_result = calibrated.GroupResult(
+            row_group=groups.row_group, anchor_row=anchor, calibrated=groups.calibrated,
+            world_rotmats=world_rot.reshape(g, s, 24, 3, 3), world_t=world_t.reshape(g, s, 3),
+            world_pelvis=(world_t + rest_pelvis_g).reshape(g, s, 3), num_views=num_views)
+        denoiser_calls = 2 * (len(grid) - 1) * self._outer_iters
+        return RefinementResult(
+            rotmats=row_rot.reshape(b, s, 24, 3, 3), betas=row_betas.reshape(b, s, 10),
+            cam_t=row_t.reshape(b, s, 3), x0=row_x0.reshape(b, s, -1),
+            refined=refined[row_state].reshape(b, s),
+            stop_step=stop_step[row_state].reshape(b, s),
+            keypoint_loss=row_loss.reshape(b, s),
+            info={'elapsed_s': time.perf_counter() - started, 'guided_steps': step,
+                  'denoiser_calls': denoiser_calls, 'rows': rows.n, 'groups': g,
+                  'multiview_mode': 'calibrated', 'weights': self.describe_weights()},
+            groups=group_result)
+
+    def _sample_calibrated(self, x_start, cond, betas_g, rest, kp, row_state, rel_rot, rel_t,
+                           start_t, prev_state, target, grid, num_rows):
+        """
+        Run the general (eager) loop of calibrated multi-view guidance (M states, R rows).
+
+        :return: ``(x0 [M, D], translation [M, 3], stop_step [M], row loss [R] of the last
+            guided step (NaN without one), guided steps)``.
+        """
+        cfg, guide = self.config.sampler, self.config.guidance
+        cond = self.backend.prepare(cond)
+        camera = CameraTranslationAdam(start_t, lr=guide.camera_lr)
+        stopper = EarlyStopper(x_start.shape[0], cfg.early_stopping, cfg.early_stop_tol,
+                               device=self.device)
         row_loss_box = [None]
 
         def gradient(x_t, t, eps):
@@ -405,48 +480,11 @@ class Refiner:
             row_loss_box[0] = row_loss.detach()
             return grad * guide.grad_scale, mask, loss.detach()
 
-        grid = timestep_grid(cfg.tau, cfg.ddim_step)
         x0, _, step = self._sample(x_start, cond, grid, gradient, camera, stopper)
         x0, translation = stopper.finalize(x0, camera.translation)
-        num_views = torch.zeros(g, device=self.device, dtype=self.dtype).index_add(
-            0, groups.row_group, conf_b.gt(0).any(dim=-1).to(self.dtype)).long()
-        has_any = num_views > 0
-        refined = (torch.isfinite(x0).all(dim=-1) & torch.isfinite(translation).all(dim=-1)
-                   & rep(has_any))
-        if not bool(refined.all()):
-            LOG.warning('%d of %d group sample(s) returned their initial estimate (no '
-                        'confident keypoint in any view or a non-finite result)',
-                        int((~refined).sum()), g * s)
-        x0 = torch.where(refined[:, None], x0, x_start)
-        translation = torch.where(refined[:, None], translation, rep(start_t))
-        rot_g, betas_out = self.decode(x0, betas_g)
-        rest_pelvis_g = self.body.rest_joints(betas_out)[:, 0]
-        # Every row gets its group's body expressed in its own camera.
-        row_rot, row_t = calibrated.to_view(rot_g[row_state], translation[row_state],
-                                            rest_pelvis_g[row_state], rel_rot, rel_t)
-        row_betas = betas_out[row_state]
-        row_x0 = self.encode(row_rot, row_betas)
-        to_world = rep(groups.anchor_to_world).to(self.dtype)
-        world_rot, world_t = calibrated.to_view(rot_g, translation, rest_pelvis_g,
-                                                to_world[:, :3, :3], to_world[:, :3, 3])
-        b = rows.b
-        group_result = calibrated.GroupResult(
-            row_group=groups.row_group, anchor_row=anchor, calibrated=groups.calibrated,
-            world_rotmats=world_rot.reshape(g, s, 24, 3, 3), world_t=world_t.reshape(g, s, 3),
-            world_pelvis=(world_t + rest_pelvis_g).reshape(g, s, 3), num_views=num_views)
         row_loss = row_loss_box[0] if row_loss_box[0] is not None else \
-            torch.full((rows.n,), float('nan'), device=self.device, dtype=self.dtype)
-        denoiser_calls = 2 * (len(grid) - 1) * self._outer_iters
-        return RefinementResult(
-            rotmats=row_rot.reshape(b, s, 24, 3, 3), betas=row_betas.reshape(b, s, 10),
-            cam_t=row_t.reshape(b, s, 3), x0=row_x0.reshape(b, s, -1),
-            refined=refined[row_state].reshape(b, s),
-            stop_step=stopper.stop_step[row_state].reshape(b, s),
-            keypoint_loss=row_loss.reshape(b, s),
-            info={'elapsed_s': time.perf_counter() - started, 'guided_steps': step,
-                  'denoiser_calls': denoiser_calls, 'rows': rows.n, 'groups': g,
-                  'multiview_mode': 'calibrated', 'weights': self.describe_weights()},
-            groups=group_result)
+            torch.full((num_rows,), float('nan'), device=self.device, dtype=self.dtype)
+        return x0, translation, stopper.stop_step, row_loss, step
 
     def _group_prev(self, obs: Observations, groups, s: int) -> torch.Tensor:
         """[G * S] previous-frame state of each group state (-1: none), via the anchors."""
@@ -470,31 +508,41 @@ class Refiner:
             weight = torch.ones(obs.batch_size)
         return (rows.repeat(rows.get(obs.temporal_target_6d)), rows.repeat(rows.get(weight)))
 
-    def _can_fuse(self, kp) -> bool:
+    def _can_fuse(self, kp, calibrated: bool = False) -> bool:
         """
         Whether the compiled keypoint loop applies to this configuration.
 
-        It covers keypoint guidance with the temporal terms (L_temp along the frame
-        chains, frozen targets), not multi-view guidance or a diffused shape.
+        It covers keypoint guidance and calibrated multi-view guidance (``calibrated``:
+        the call is :meth:`_refine_calibrated`'s), both with the temporal terms (L_temp
+        along the frame chains, frozen targets); not the paper's multi-view consistency
+        loss, nor a diffused shape.
         """
         guide = self.config.guidance
-        return (self.config.engine.compile and kp is not None and not guide.multiview
+        return (self.config.engine.compile and kp is not None
+                and (calibrated or not guide.multiview)
                 and not self.denoiser.config.use_shape)
 
-    def _refine_fused(self, obs, rows, x_start, cond, rest, kp, translation, betas_rows,
-                      grid, started, temporal=None) -> RefinementResult:
+    def _run_fused_loop(self, key, layout: str, x_start, cond, rest, kp, translation, grid,
+                        temporal):
         """
-        Algorithm 1 with the fused, compiled keypoint steps (same results ~1e-6).
+        Run Algorithm 1's outer loop on the fused loop stored under ``key`` (built once).
 
-        :param temporal: ``prev_row`` [N] and/or ``target`` [N, 144] with ``weight`` [N]
-            (see :meth:`FusedKeypointLoop.guided_sweep`), or None.
+        :param key: key of the loop in ``self._fused_loops``.
+        :param layout: keypoint layout.
+        :param x_start: [N, D] start states; ``cond``: [N, C] their features.
+        :param rest: rest state of the states' shapes.
+        :param kp: keypoint tensors (see :meth:`FusedKeypointLoop.guided_sweep`); with the
+            multi-view entries its R rows may differ from N.
+        :param translation: [N, 3] start translations.
+        :param grid: timestep grid.
+        :param temporal: temporal terms or None.
+        :return: ``(final loop state, guided steps)``.
         """
         cfg = self.config.sampler
-        key = (kp['layout'], cfg.early_stopping)
         loop = self._fused_loops.get(key)
         if loop is None:
-            loop = FusedKeypointLoop(self.schedule, self._folded(), self.joints_body,
-                                     kp['layout'], self.config.guidance, cfg.early_stopping,
+            loop = FusedKeypointLoop(self.schedule, self._folded(), self.joints_body, layout,
+                                     self.config.guidance, cfg.early_stopping,
                                      cfg.early_stop_tol, compile=True,
                                      steps_per_call=self.config.engine.steps_per_call,
                                      invert_steps_per_call=self.config.engine
@@ -503,13 +551,14 @@ class Refiner:
             self._fused_loops[key] = loop
         inversion, sampling = list(inversion_pairs(grid)), list(sampling_pairs(grid))
         prep = loop.folded.prepare(cond)
-        state = initial_state(x_start, translation)
+        num_rows = kp['target'].shape[0]
+        state = initial_state(x_start, translation, num_rows)
         # Guards are checked (and graphs compiled) on the first outer iteration of the first
-        # call with these inputs' shapes and terms; later iterations and calls (a stream's
-        # frames) run the same graphs with inputs of the same shapes, so their guard
-        # evaluation (~0.2 ms per call here) is skipped. Only the guards that tell the
-        # compiled variants apart (row counts, terms) still run.
-        signature = (tuple(x_start.shape), str(x_start.dtype), str(x_start.device),
+        # call with a signature; later iterations and calls (a stream's frames) run the same
+        # graphs with inputs of the same shapes, so their guard evaluation (~0.2 ms per call
+        # here) is skipped, except the guards that tell compiled variants apart. The
+        # signature holds every size the graphs depend on (states, observation rows, terms).
+        signature = (tuple(x_start.shape), num_rows, str(x_start.dtype), str(x_start.device),
                      tuple(sorted(name for name, value in (temporal or {}).items()
                                   if value is not None)))
         checked = signature in loop.checked_signatures
@@ -520,18 +569,31 @@ class Refiner:
                     gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
                     noise = torch.randn(x_t.shape, generator=gen, device=self.device,
                                         dtype=self.dtype)
-                    noise_rows = (torch.arange(rows.n, device=self.device)
+                    noise_rows = (torch.arange(x_t.shape[0], device=self.device)
                                   % cfg.num_samples) > 0
                     x_t = torch.where(noise_rows[:, None],
                                       self.schedule.q_sample(x_start, grid[-1], noise), x_t)
                 state = loop.guided_sweep(state._replace(x_t=x_t), sampling, prep, rest, kp,
                                           temporal)
         loop.checked_signatures.add(signature)
+        return state, int(state.step)
+
+    def _refine_fused(self, obs, rows, x_start, cond, rest, kp, translation, betas_rows,
+                      grid, started, temporal=None) -> RefinementResult:
+        """
+        Algorithm 1 with the fused, compiled keypoint steps (same results ~1e-6).
+
+        :param temporal: ``prev_row`` [N] and/or ``target`` [N, 144] with ``weight`` [N]
+            (see :meth:`FusedKeypointLoop.guided_sweep`), or None.
+        """
+        state, step = self._run_fused_loop((kp['layout'], self.config.sampler.early_stopping),
+                                           kp['layout'], x_start, cond, rest, kp, translation,
+                                           grid, temporal)
         stopped = state.stopped[:, None]
         x0 = torch.where(stopped, state.cached_x0, state.x0)
         translation = torch.where(stopped, state.cached_trans, state.trans)
         return self._result(obs, rows, x0, translation, x_start, betas_rows, kp,
-                            state.stop_step, state.loss, started, int(state.step), len(grid))
+                            state.stop_step, state.loss, started, step, len(grid))
 
     def _folded(self) -> FoldedDenoiser:
         """Return the folded denoiser the fused loop runs (the backend's if it has one)."""

@@ -274,6 +274,11 @@ def test_chunked_sweeps_equal_one_step_per_call(body):
         RefinerConfig().replace(engine={'steps_per_call': 0})
     with pytest.raises(ValueError, match='invert_steps_per_call'):
         RefinerConfig().replace(engine={'invert_steps_per_call': 0})
+    # A compiled loop raises dynamo's variant limit (each loop instance and row count is
+    # one variant of the same step functions; past the limit they would run uncompiled).
+    FusedKeypointLoop(refiner.schedule, refiner._folded(), refiner.joints_body, 'body25',
+                      refiner.config.guidance, 'relative', 1e-5, compile=True)
+    assert torch._dynamo.config.recompile_limit >= 64
     with pytest.raises(ValueError, match='invert_steps_per_call'):
         FusedKeypointLoop(refiner.schedule, refiner._folded(), refiner.joints_body, 'body25',
                           refiner.config.guidance, 'relative', 1e-5, compile=False,

@@ -302,7 +302,9 @@ def test_detections_in_the_minority_layout_are_dropped_and_counted(body, stream)
                        image_hw=(480, 640), focal_px=600.0, keypoint_noise_px=1.0,
                        keypoint_layout='coco17')[0]
     frame = stream[0]
-    np.testing.assert_array_equal(coco.views[2].gt_joints, frame.views[2].gt_joints)
+    # Same people (to float rounding: the two streams are generated at different times
+    # of the session, and torch's CPU kernels may pick another reduction order).
+    np.testing.assert_allclose(coco.views[2].gt_joints, frame.views[2].gt_joints, atol=1e-6)
     pipe = FusionPipeline(make_refiner(body), CAMERAS)
     views = views_of(frame)
     views[2].people[0] = coco17_detection(coco.views[2], 0)

@@ -7,13 +7,16 @@ reads a value back to Python. One step is then a fixed graph: ``torch.compile`` 
 it on CPU, and on a GPU the same functions can be captured and replayed as CUDA graphs
 (no host synchronisation inside the loop).
 
-Scope: keypoint guidance (the single-frame fitting of the paper) with the folded
-denoiser and joints-only kinematics, optionally with the temporal terms (L_temp along
-``prev_row`` chains, as the online window mode runs it, and the pull toward frozen
-targets of the online frozen mode); the refiner uses the general loop for multi-view
-guidance. Results equal the general fast path to ~1e-6.
+Scope: keypoint guidance (the single-frame fitting of the paper) and calibrated
+multi-view keypoint guidance (one state per person, reprojected into every view: see
+guidance/calibrated.py) with the folded denoiser and joints-only kinematics, optionally
+with the temporal terms (L_temp along ``prev_row`` chains, as the online window mode runs
+it, and the pull toward frozen targets of the online frozen mode); the refiner uses the
+general loop for the paper's multi-view consistency loss. Results equal the general fast
+path to ~1e-6 (single view) and ~1e-5 (calibrated multi-view).
 
-Letters: N rows, D state dimension.
+Letters: N states (rows of the diffusion batch), R observation rows (N, or the view rows
+of calibrated multi-view guidance), D state dimension.
 """
 
 import copy
@@ -25,10 +28,14 @@ from scorehmr_ros.body.kinematics import JointsOnlyBody, RestState
 from scorehmr_ros.diffusion.denoiser import POSE_DIM
 from scorehmr_ros.diffusion.folded import FoldedDenoiser
 from scorehmr_ros.diffusion.schedule import CosineSchedule
-from scorehmr_ros.guidance.compiled import KeypointGradient
+from scorehmr_ros.guidance.compiled import KeypointGradient, MultiViewKeypointGradient
 from scorehmr_ros.guidance.losses import temporal_smoothness_loss, temporal_target_loss
 
 RULE_CODES = {'none': 0, 'relative': 1, 'threshold': 2}
+#: Compiled variants per step function (loop instances x row counts x terms).
+RECOMPILE_LIMIT = 64
+#: keypoint-dict entries that switch a guided step to calibrated multi-view guidance
+MULTIVIEW_KEYS = ('row_state', 'rel_rot', 'rel_t', 'views')
 
 
 class LoopState(NamedTuple):
@@ -49,6 +56,8 @@ class LoopState(NamedTuple):
     :param x0: [N, D] last one-step estimate.
     :param loss: [N] last keypoint loss.
     :param step: [] int64 guided-step counter.
+    :param row_loss: [R] last keypoint loss per observation row (``loss`` itself for
+        single-view guidance); stopped states' rows are zero, as in ``loss``.
     """
 
     x_t: torch.Tensor
@@ -65,17 +74,21 @@ class LoopState(NamedTuple):
     x0: torch.Tensor
     loss: torch.Tensor
     step: torch.Tensor
+    row_loss: torch.Tensor
 
 
-def initial_state(x_t: torch.Tensor, trans: torch.Tensor) -> LoopState:
+def initial_state(x_t: torch.Tensor, trans: torch.Tensor,
+                  num_rows: Optional[int] = None) -> LoopState:
     """
     State before the first step.
 
     :param x_t: [N, D] start state.
     :param trans: [N, 3] start translation.
+    :param num_rows: R observation rows (default N).
     :return: the state.
     """
     n = x_t.shape[0]
+    rows = n if num_rows is None else int(num_rows)
     zeros_n = x_t.new_zeros(n)
     return LoopState(
         x_t=x_t, trans=trans.clone(), exp_avg=torch.zeros_like(trans),
@@ -84,7 +97,8 @@ def initial_state(x_t: torch.Tensor, trans: torch.Tensor) -> LoopState:
         stopped=torch.zeros(n, dtype=torch.bool, device=x_t.device),
         stop_step=torch.full((n,), -1, dtype=torch.long, device=x_t.device),
         cached_x0=torch.zeros_like(x_t), cached_trans=torch.zeros_like(trans), x0=x_t,
-        loss=zeros_n, step=torch.zeros((), dtype=torch.long, device=x_t.device))
+        loss=zeros_n, step=torch.zeros((), dtype=torch.long, device=x_t.device),
+        row_loss=x_t.new_zeros(rows))
 
 
 class FusedKeypointLoop:
@@ -127,6 +141,8 @@ class FusedKeypointLoop:
                                         compile=False)
         self.kp_grad.body = copy.copy(body)
         self.kp_grad.body.elementwise = compile
+        self.mv_grad = MultiViewKeypointGradient(body, layout, guidance.gmof_sigma_px,
+                                                 elementwise=compile)
         self.guidance = guidance
         self.rule = RULE_CODES[rule]
         self.tol = float(tol)
@@ -134,6 +150,13 @@ class FusedKeypointLoop:
         # same way every time), so inductor's per-call size/stride asserts on every graph
         # input are dropped: ~50 checks per guided step, a measurable share at batch 1.
         options = {'size_asserts': False, 'cpp_wrapper': bool(cpp_wrapper)}
+        if compile:
+            # Dynamo keeps a few variants per function (8 by default) and runs further ones
+            # uncompiled; every loop instance (single view, calibrated, each online engine)
+            # and row count is one variant of the same functions, so a node with a few
+            # tracks would fall off the compiled path. Raise the limit (process-wide).
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                       RECOMPILE_LIMIT)
         wrap = ((lambda f: torch.compile(f, dynamic=False, options=options)) if compile
                 else (lambda f: f))
         self.invert = wrap(self._invert)
@@ -172,13 +195,21 @@ class FusedKeypointLoop:
         :param pairs: consecutive timestep pairs.
         :param prep: the folded denoiser's per-frame preparation.
         :param rest: rest state of the rows' shapes.
-        :param kp: keypoint tensors (target, conf, focal, center, size).
+        :param kp: keypoint tensors of the R observation rows (target [R, K, 2], conf
+            [R, K], focal [R, 2], center [R, 2], size [R, 2]); for calibrated multi-view
+            guidance also ``row_state`` [R] int64 (state of each row), ``rel_rot`` [R, 3, 3]
+            and ``rel_t`` [R, 3] (anchor-to-row camera transform) and ``views`` [N] (each
+            state's loss divisor: its view count for the view mean, ones for the sum).
         :param temporal: temporal terms, weighted by ``guidance.rho_temporal``, or None:
             ``prev_row`` [N] int64 (L_temp along the chains, -1 for a first frame) and/or
             ``target`` [N, 144] with ``weight`` [N] (the pull toward frozen targets).
         :return: the state after the last step.
         """
         temporal = _checked_temporal(temporal)
+        present = [key for key in MULTIVIEW_KEYS if kp.get(key) is not None]
+        if present and len(present) != len(MULTIVIEW_KEYS):
+            raise ValueError(f'kp: multi-view guidance needs all of {list(MULTIVIEW_KEYS)}, '
+                             f'got {present}')
         for many, ts in self._plan(pairs, state.x_t.device, self.steps_per_call):
             state = (self._guided_chunk(state, ts, prep, rest, kp, temporal) if many
                      else self.guided(state, ts[0:1], ts[1:2], prep, rest, kp, temporal))
@@ -239,9 +270,16 @@ class FusedKeypointLoop:
         eps = self.folded(x_t, t, prep)
         c_x = _at(s.sqrt_recip_alphas_cumprod, t)
         c_e = _at(s.sqrt_recipm1_alphas_cumprod, t)
-        (grad_x, grad_t), (_, raw_loss) = self.kp_grad._fn(
-            x_t, state.trans, eps, c_x, c_e, rest.joints, rest.bones, rest.vertices,
-            kp['target'], kp['conf'], kp['focal'], kp['center'], kp['size'])
+        multiview = kp.get('row_state') is not None
+        if multiview:
+            (grad_x, grad_t), (_, (raw_loss, raw_row_loss)) = self.mv_grad._fn(
+                x_t, state.trans, eps, c_x, c_e, rest.joints, rest.bones, rest.vertices,
+                kp['row_state'], kp['rel_rot'], kp['rel_t'], kp['views'], kp['target'],
+                kp['conf'], kp['focal'], kp['center'], kp['size'])
+        else:
+            (grad_x, grad_t), (_, raw_loss) = self.kp_grad._fn(
+                x_t, state.trans, eps, c_x, c_e, rest.joints, rest.bones, rest.vertices,
+                kp['target'], kp['conf'], kp['focal'], kp['center'], kp['size'])
         # Early stopping on this step's loss (see guidance.early_stopping for the rules).
         if self.rule == RULE_CODES['relative']:
             rel = (state.prev_loss - raw_loss).abs() / torch.maximum(
@@ -254,6 +292,8 @@ class FusedKeypointLoop:
         keep = (~mask).to(x_t.dtype)
         grad_x = grad_x * keep[:, None]
         loss = raw_loss * keep
+        row_loss = (raw_row_loss * keep.index_select(0, kp['row_state']) if multiview
+                    else loss)
         trans, exp_avg, exp_avg_sq, adam_step = (state.trans, state.exp_avg, state.exp_avg_sq,
                                                  state.adam_step)
         if g.optimize_camera:
@@ -283,7 +323,7 @@ class FusedKeypointLoop:
             stop_step=torch.where(new, state.step, state.stop_step),
             cached_x0=torch.where(new[:, None], x0, state.cached_x0),
             cached_trans=torch.where(new[:, None], trans, state.cached_trans),
-            x0=x0, loss=loss, step=state.step + 1)
+            x0=x0, loss=loss, step=state.step + 1, row_loss=row_loss)
 
 
 def _temporal_objective(x_t, eps, c_x, c_e, rho, prev_row, target, weight):
