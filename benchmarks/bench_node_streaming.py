@@ -8,14 +8,17 @@ Hz, stamped with the wall clock, over real DDS into the node process (``config/n
 with ``fixed_frame`` world, ``extrinsics_from_tf``, ``temporal: online``); the frames play
 forward and backward so that the motion stays continuous however long the run. The
 first ``--warmup`` seconds are not measured (the track's cold first frame and the compiled
-graphs' first calls); then, for ``--duration`` seconds:
+graphs' first calls; the warm-up also waits for 20 outputs); then, for ``--duration``
+seconds:
 
 - input and output rates (fused bodies per second; the node drops sets it cannot keep up
   with, oldest first, and counts them: ``queue_dropped``, ``stale_dropped``);
 - the node's receive-to-publish latency (``latency_s`` of every body) and the end-to-end
   latency (input stamp to arrival here), p50 / p99;
 - the error of the published joints against the ground truth (mean over joints and
-  outputs, metres, in the world frame: absolute, not root-aligned).
+  outputs, metres, in the world frame: absolute, not root-aligned);
+- the seconds from the first input to the first output and to the end of the warm-up
+  (the compiled graphs' build time shows here).
 
 Random denoiser weights (the upstream rig of the tests: 3072 features, synthetic body);
 speed does not depend on them. Usage::
@@ -108,24 +111,37 @@ def run_case(cameras: int, rate_hz: float, warmup_s: float, duration_s: float,
                 node.stop(signal.SIGKILL)
 
 
-def _stream(node, bed, frames, rate_hz, warmup_s, duration_s, log) -> Dict:
-    """Publish paced frames; return the measurements of the part after the warm-up."""
+def _stream(node, bed, frames, rate_hz, warmup_s, duration_s, log,
+            warmup_outputs: int = 20, max_warmup_s: float = 1200.0) -> Dict:
+    """
+    Publish paced frames; return the measurements of the part after the warm-up.
+
+    The warm-up lasts ``warmup_s`` and until ``warmup_outputs`` bodies have arrived (the
+    graphs compile on the first frames; how long that takes depends on the engine), at
+    most ``max_warmup_s``.
+    """
     from scorehmr_ros.ros import testbed
 
     wall_minus_mono_ns = time.time_ns() - time.monotonic_ns()
     truth: Dict[int, np.ndarray] = {}
     published = measured_inputs = 0
     start_s = time.monotonic()
-    measure_s, end_s = start_s + warmup_s, start_s + warmup_s + duration_s
+    measure_s = end_s = None
     counters_before: Dict[str, int] = {}
+    first_output_s = None
     next_s = start_s
     while True:
         now_s = time.monotonic()
-        if now_s >= end_s or not node.alive():
+        if (end_s is not None and now_s >= end_s) or not node.alive():
             break
-        if not counters_before and now_s >= measure_s:
+        outputs = len(bed.received['bodies'])
+        if first_output_s is None and outputs:
+            first_output_s = bed.received['bodies'][0][0] - start_s
+        if measure_s is None and now_s - start_s >= warmup_s and (
+                outputs >= warmup_outputs or now_s - start_s >= max_warmup_s):
+            measure_s, end_s = now_s, now_s + duration_s
             counters_before = bed.counters() or {'_none': 0}
-            log.write(f'warm-up done: {len(bed.received["bodies"])} outputs so far\n')
+            log.write(f'warm-up done after {now_s - start_s:.0f} s: {outputs} outputs\n')
         if now_s >= next_s:
             frame = frames[ping_pong(len(frames), published)]
             stamp_ns = time.time_ns()
@@ -133,13 +149,16 @@ def _stream(node, bed, frames, rate_hz, warmup_s, duration_s, log) -> Dict:
                 bed.publish_view(view, stamp_ns)
             truth[stamp_ns] = frame.views[0].gt_joints[0]  # camera 0 = world
             published += 1
-            measured_inputs += now_s >= measure_s
+            measured_inputs += measure_s is not None
             next_s += 1.0 / rate_hz
             if next_s < now_s - 1.0:  # far behind (machine stalled): do not burst
                 next_s = now_s
         bed.executor.spin_once(timeout_sec=max(0.0, next_s - time.monotonic()))
     bed.spin_for(2.0)
     crashed = not node.alive()
+    warmup_done_s = None if measure_s is None else round(measure_s - start_s, 1)
+    if measure_s is None:  # the node died during the warm-up: nothing is measured
+        measure_s = float('inf')
     counters = bed.counters()
     node.stop(signal.SIGINT)
     latencies, e2e, errors, outputs = [], [], [], 0
@@ -158,6 +177,8 @@ def _stream(node, bed, frames, rate_hz, warmup_s, duration_s, log) -> Dict:
     delta = {k: counters.get(k, 0) - counters_before.get(k, 0)
              for k in ('queue_dropped', 'stale_dropped', 'sync_dropped', 'non_finite_output')}
     return {
+        'warmup_s': warmup_done_s,
+        'first_output_s': None if first_output_s is None else round(first_output_s, 1),
         'input_frames': measured_inputs, 'input_rate_hz': round(measured_inputs / duration_s, 2),
         'output_sets': outputs, 'output_rate_hz': round(outputs / duration_s, 2),
         'latency_s': _percentiles(latencies), 'end_to_end_s': _percentiles(e2e),
@@ -197,6 +218,9 @@ def main(argv=None) -> int:
     parser.add_argument('--warm-iters', type=int, default=1, help='temporal_warm_iters')
     parser.add_argument('--no-compile', action='store_true',
                         help='engine.compile off (the eager fast path)')
+    parser.add_argument('--steps-per-call', type=int, default=1,
+                        help='engine.steps_per_call (guided steps per compiled call)')
+    parser.add_argument('--cpp-wrapper', action='store_true', help='engine.cpp_wrapper')
     parser.add_argument('--sampler', nargs=2, type=int, metavar=('TAU', 'DT'),
                         help='tau and dt for every case (default: 50/2 for one camera, '
                              '100/10 for several)')
@@ -206,7 +230,9 @@ def main(argv=None) -> int:
     for cameras in args.cameras:
         tau, dt = args.sampler or SAMPLERS.get(cameras, SAMPLERS[4])
         engine = {'refiner.engine.compile': not args.no_compile,
-                  'refiner.engine.invert_steps_per_call': 5}
+                  'refiner.engine.invert_steps_per_call': 5,
+                  'refiner.engine.steps_per_call': args.steps_per_call,
+                  'refiner.engine.cpp_wrapper': args.cpp_wrapper}
         overrides = dict({'temporal_mode': args.mode, 'temporal_warm_iters': args.warm_iters,
                           'refiner.sampler.tau': tau, 'refiner.sampler.ddim_step': dt},
                          **engine)
@@ -215,7 +241,9 @@ def main(argv=None) -> int:
                            Path(work))
         row.update({'cameras': cameras, 'tau': tau, 'dt': dt,
                     'online': f'{args.mode}, {args.warm_iters} iteration(s)',
-                    'engine': 'compiled' if not args.no_compile else 'eager fast path',
+                    'engine': ('eager fast path' if args.no_compile else
+                               f'compiled, {args.steps_per_call} step(s)/call'
+                               + (', C++ wrapper' if args.cpp_wrapper else '')),
                     'overrides': overrides, 'load_avg_1min': round(os.getloadavg()[0], 2)})
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -26,7 +26,7 @@ window and the runtimes' first-call allocations. Usage::
 ``--sweep`` adds cases with fewer DDIM steps (the accuracy / latency trade-off);
 ``--iobinding`` times the ONNX Runtime step call with and without IOBinding (blocks of
 calls interleaved in one process) and adds a 1-camera case with IOBinding off;
-``--compile`` adds, after the selected cases, each 1-camera case again with
+``--compile`` adds, after the selected cases, each case again with
 ``engine.compile`` (the fused, compiled guidance loop, :mod:`scorehmr_ros.guidance.fused_loop`;
 its graphs compile during the warm-up frames, one per row count);
 ``--quick`` is a smoke test (numbers not meaningful).
@@ -317,7 +317,7 @@ def main(argv=None) -> int:
     parser.add_argument('--iobinding', action='store_true',
                         help='time ONNX Runtime IOBinding on/off (per call and per frame)')
     parser.add_argument('--compile', action='store_true',
-                        help='repeat the 1-camera cases with engine.compile (fused loop)')
+                        help='repeat the cases with engine.compile (fused loop)')
     parser.add_argument('--variants', nargs='*', default=None, metavar='TAU/DT',
                         help='add compiled 1-camera cases per engine variant (inversion '
                              'steps per call, C++ wrapper) at these settings, e.g. 50/2 50/5')
@@ -357,7 +357,7 @@ def main(argv=None) -> int:
     if args.compile:
         # Same cases, compiled: before and after in one process, same frames and load.
         cases += [dict(c, compile=True, label=c['label'] + ', compiled')
-                  for c in cases if c['views'] == 1 and not c.get('compile')]
+                  for c in cases if not c.get('compile')]
     if args.variants is not None:
         variants = compile_variant_cases(
             [tuple(int(v) for v in item.split('/')) for item in args.variants] or [(50, 2)],
