@@ -221,6 +221,9 @@ def main(argv=None) -> int:
     parser.add_argument('--steps-per-call', type=int, default=1,
                         help='engine.steps_per_call (guided steps per compiled call)')
     parser.add_argument('--cpp-wrapper', action='store_true', help='engine.cpp_wrapper')
+    parser.add_argument('--max-queue', type=int, default=1,
+                        help='max_queue of the node (1: the worker always takes the newest '
+                             'set, the lowest latency; node.yaml has 2)')
     parser.add_argument('--sampler', nargs=2, type=int, metavar=('TAU', 'DT'),
                         help='tau and dt for every case (default: 50/2 for one camera, '
                              '100/10 for several)')
@@ -234,6 +237,7 @@ def main(argv=None) -> int:
                   'refiner.engine.steps_per_call': args.steps_per_call,
                   'refiner.engine.cpp_wrapper': args.cpp_wrapper}
         overrides = dict({'temporal_mode': args.mode, 'temporal_warm_iters': args.warm_iters,
+                          'max_queue': args.max_queue,
                           'refiner.sampler.tau': tau, 'refiner.sampler.ddim_step': dt},
                          **engine)
         with tempfile.TemporaryDirectory(prefix='node_streaming_') as work:

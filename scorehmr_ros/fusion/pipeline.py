@@ -452,10 +452,14 @@ class FusionPipeline:
     def _body(self, track_id, rows, world_rot, betas, world_t, window, refine_s, refined,
               restarted) -> FusedBody:
         with torch.no_grad():
-            body = self.refiner.body
             rot = world_rot.to(self.refiner.dtype)[None]
             beta = betas.to(self.refiner.dtype)[None]
-            joints = body(rot, beta).joints45[0, :24] + world_t.to(self.refiner.dtype)
+            fast = self.refiner.joints_body
+            # The published joints need no mesh: the joints-only kinematics (engine.body
+            # joints) gives the same 24 joints without skinning the 6890 vertices.
+            joints45 = (fast(rot, fast.rest(beta)) if fast is not None
+                        else self.refiner.body(rot, beta).joints45)
+            joints = joints45[0, :24] + world_t.to(self.refiner.dtype)
         cameras = tuple(dict.fromkeys(name for name, _ in rows))
         return FusedBody(
             track_id=int(track_id), cameras=cameras,

@@ -16,6 +16,7 @@ TF names follow REP-155: ``body_<id>`` is the pelvis frame of body ``<id>`` and
 ``<joint>_<id>`` the frame of each other SMPL joint, child of its kinematic parent.
 """
 
+import copy
 import dataclasses
 import math
 import sys
@@ -416,9 +417,16 @@ def _known(value: float) -> float:
     return value if math.isfinite(value) else UNKNOWN
 
 
-def _quat(rotmat: np.ndarray) -> Quaternion:
-    w, x, y, z = matrix_to_quat_wxyz(torch.as_tensor(rotmat, dtype=torch.float64)).tolist()
-    return Quaternion(x=x, y=y, z=z, w=w)
+def _quats(rotmats: np.ndarray) -> List[Quaternion]:
+    """
+    Quaternion messages of rotation matrices, converted in one batched call.
+
+    :param rotmats: [K, 3, 3] rotations.
+    :return: K quaternions (a per-matrix call would cost ~40 tiny tensor operations each,
+        a visible share of a streaming node's frame).
+    """
+    wxyz = matrix_to_quat_wxyz(torch.as_tensor(rotmats, dtype=torch.float64)).tolist()
+    return [Quaternion(x=x, y=y, z=z, w=w) for w, x, y, z in wxyz]
 
 
 def _global_rotations(rotmats: np.ndarray) -> np.ndarray:
@@ -449,11 +457,12 @@ def build_body_array(header: Header, bodies: Sequence[BodyEstimate]
             min(max(_known(c), 0.0), 1.0) for c in body.joint_confidence]
         residual = [] if body.joint_residual_px is None else [
             _known(r) for r in body.joint_residual_px]
+        local = _quats(rot)
         out.append(SmplBody(
             id=int(body.body_id), body_model=body.body_model,
-            local_rotations=[_quat(r) for r in rot],
+            local_rotations=local,
             root_pose=Pose(position=Point(x=joints[0, 0], y=joints[0, 1], z=joints[0, 2]),
-                           orientation=_quat(rot[0])),
+                           orientation=copy.copy(local[0])),
             betas=[float(b) for b in body.betas],
             joints=[Point(x=p[0], y=p[1], z=p[2]) for p in joints.tolist()],
             joint_confidence=confidence, joint_residual_px=residual,
@@ -496,6 +505,7 @@ def build_tf(header: Header, bodies: Sequence[BodyEstimate], prefix: str = '') -
         rot = np.asarray(body.rotmats, dtype=np.float64)
         joints = np.asarray(body.joints, dtype=np.float64)
         world = _global_rotations(rot)
+        local = _quats(rot)
         for joint, parent in enumerate(SMPL_PARENTS):
             if parent < 0:
                 offset, parent_name = joints[0], header.frame_id
@@ -507,7 +517,7 @@ def build_tf(header: Header, bodies: Sequence[BodyEstimate], prefix: str = '') -
                 child_frame_id=joint_frame(joint, body.body_id, prefix),
                 transform=Transform(translation=Vector3(x=offset[0], y=offset[1],
                                                         z=offset[2]),
-                                    rotation=_quat(rot[joint]))))
+                                    rotation=local[joint])))
     return TFMessage(transforms=transforms)
 
 
