@@ -349,7 +349,7 @@ class Refiner:
         row_state = (rows.repeat(groups.row_group) * s + sample.repeat(rows.b))
         init_rot, init_t = rows.get(obs.init_rotmats), rows.get(obs.init_cam_t)
         betas_b = rows.get(obs.init_betas)
-        rest_pelvis_b = self.body.rest_joints(betas_b)[:, 0]
+        rest_pelvis_b = self.rest_pelvis(betas_b)
         if guide.calibrated_init == 'average':
             start_rot, start_t = calibrated.average_start(init_rot, init_t, rest_pelvis_b,
                                                           groups)
@@ -407,7 +407,7 @@ class Refiner:
         x0 = torch.where(refined[:, None], x0, x_start)
         translation = torch.where(refined[:, None], translation, rep(start_t))
         rot_g, betas_out = self.decode(x0, betas_g)
-        rest_pelvis_g = self.body.rest_joints(betas_out)[:, 0]
+        rest_pelvis_g = self.rest_pelvis(betas_out)
         # Every row gets its group's body expressed in its own camera.
         row_rot, row_t = calibrated.to_view(rot_g[row_state], translation[row_state],
                                             rest_pelvis_g[row_state], rel_rot, rel_t)
@@ -485,6 +485,17 @@ class Refiner:
         row_loss = row_loss_box[0] if row_loss_box[0] is not None else \
             torch.full((num_rows,), float('nan'), device=self.device, dtype=self.dtype)
         return x0, translation, stopper.stop_step, row_loss, step
+
+    def rest_pelvis(self, betas: torch.Tensor) -> torch.Tensor:
+        """
+        [N, 3] rest pelvis of shaped bodies.
+
+        The joints-only kinematics has the joint regressor folded into its shape basis, so
+        it skips shaping the 6890 vertices that the full model regresses from (same joints).
+        """
+        if self.joints_body is not None:
+            return self.joints_body.rest(betas).joints[:, 0]
+        return self.body.rest_joints(betas)[:, 0]
 
     def _group_prev(self, obs: Observations, groups, s: int) -> torch.Tensor:
         """[G * S] previous-frame state of each group state (-1: none), via the anchors."""

@@ -396,7 +396,7 @@ class OnlineTemporalRefiner:
             w2c = obs.world_to_camera.to(dtype)
             valid = torch.isfinite(w2c).all(dim=-1).all(dim=-1)
             safe = torch.where(valid[:, None, None], w2c, torch.eye(4, dtype=dtype))
-            rest = self.refiner.body.rest_joints(betas.to(self.refiner.dtype))[:, 0].to(dtype)
+            rest = self.refiner.rest_pelvis(betas.to(self.refiner.dtype)).to(dtype)
             prev_rot, prev_t = to_view(hist_rot[-1:].expand(rows, 24, 3, 3),
                                        hist_t[-1:].expand(rows, 3), rest,
                                        safe[:, :3, :3], safe[:, :3, 3])
