@@ -558,7 +558,8 @@ class Refiner:
                                      steps_per_call=self.config.engine.steps_per_call,
                                      invert_steps_per_call=self.config.engine
                                      .invert_steps_per_call,
-                                     cpp_wrapper=self.config.engine.cpp_wrapper)
+                                     cpp_wrapper=self.config.engine.cpp_wrapper,
+                                     cuda_graphs=self.device.type == 'cuda')
             self._fused_loops[key] = loop
         inversion, sampling = list(inversion_pairs(grid)), list(sampling_pairs(grid))
         prep = loop.folded.prepare(cond)

@@ -170,6 +170,24 @@ def test_cuda_refinement_matches_cpu(body):
     torch.testing.assert_close(gpu.x0.cpu(), cpu.x0, atol=1e-4, rtol=0)
 
 
+@pytest.mark.skipif(not HAS_CUDA, reason='needs a CUDA device (none on this machine)')
+def test_cuda_graph_fused_loop_matches_cpu(body):
+    # engine.compile on a CUDA device: the fused loop's calls are recorded as CUDA graphs
+    # and replayed (two refine calls: the second replays); same result as the CPU loop.
+    denoiser = net(DenoiserConfig())
+    obs = make_scene(body, SceneSpec(num_people=4, cond_dim=3072), seed=4).obs
+    cfg = RefinerConfig().replace(
+        sampler={'tau': 10, 'ddim_step': 2, 'outer_iters': 2, 'early_stopping': 'none'},
+        engine={'backend': 'folded', 'body': 'joints', 'compile': True})
+    cpu = Refiner(cfg, denoiser=denoiser, body=body).refine(obs)
+    gpu_refiner = Refiner(cfg.replace(device='cuda'), denoiser=net(DenoiserConfig()),
+                          body=BodyModel.from_config(None))
+    assert gpu_refiner.device.type == 'cuda'
+    for _ in range(2):
+        gpu = gpu_refiner.refine(obs)
+        torch.testing.assert_close(gpu.x0.cpu(), cpu.x0, atol=1e-4, rtol=0)
+
+
 @pytest.mark.skipif(not (HAS_TRT and HAS_CUDA),
                     reason='TensorRT is not installable here (vendor index unreachable) '
                            'and needs a CUDA device')

@@ -121,12 +121,15 @@ class FusedKeypointLoop:
         several times faster than guided ones: a larger K there is cheap.
     :param cpp_wrapper: generate the compiled graphs' host code in C++ instead of
         Python (inductor's ``cpp_wrapper``): less fixed cost per kernel, slower compiling.
+    :param cuda_graphs: record each compiled call as a CUDA graph and replay it (inductor's
+        CUDA graph trees; the steps have no host synchronisation, so a whole call is one
+        replay). Only for a CUDA device.
     """
 
     def __init__(self, schedule: CosineSchedule, folded: FoldedDenoiser, body: JointsOnlyBody,
                  layout: str, guidance, rule: str, tol: float, compile: bool = True,
                  steps_per_call: int = 1, invert_steps_per_call: Optional[int] = None,
-                 cpp_wrapper: bool = False):
+                 cpp_wrapper: bool = False, cuda_graphs: bool = False):
         if folded.shape is not None:
             raise ValueError('the fused loop covers pose-only denoisers')
         if invert_steps_per_call is None:
@@ -150,6 +153,8 @@ class FusedKeypointLoop:
         # same way every time), so inductor's per-call size/stride asserts on every graph
         # input are dropped: ~50 checks per guided step, a measurable share at batch 1.
         options = {'size_asserts': False, 'cpp_wrapper': bool(cpp_wrapper)}
+        if cuda_graphs:
+            options['triton.cudagraphs'] = True
         if compile:
             # Dynamo keeps a few variants per function (8 by default) and runs further ones
             # uncompiled; every loop instance (single view, calibrated, each online engine)
