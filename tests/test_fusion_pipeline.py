@@ -153,6 +153,30 @@ def test_online_frozen_mode_with_one_warm_iteration(body, stream):
         FusionPipeline(make_refiner(body), CAMERAS, temporal='online', temporal_mode='batch')
 
 
+def test_warm_up_leaves_no_trace(body, stream):
+    # A warm-up on synthetic frames (the node's warmup_frames) builds the graphs, then the
+    # pipeline forgets it: a warmed-up pipeline answers a real stream exactly as a fresh one
+    # (same track ids, same bodies, same counters).
+    from scorehmr_ros.fusion.warmup import warm_up, warm_up_refiner
+
+    fresh = FusionPipeline(make_refiner(body), CAMERAS, temporal='online', temporal_window=3)
+    warmed = FusionPipeline(make_refiner(body), CAMERAS, temporal='online', temporal_window=3)
+    assert warm_up(warmed, 4) > 0
+    assert warmed.tracks == {} and warmed.online.track_ids == []
+    assert all(v == 0 for v in warmed.counters.values())
+    for frame in stream:
+        a = fresh.process(views_of(frame), calibration_of(frame)).bodies
+        b = warmed.process(views_of(frame), calibration_of(frame)).bodies
+        assert [x.track_id for x in a] == [x.track_id for x in b]
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x.joints, y.joints, atol=1e-6)
+    assert fresh.counters == warmed.counters
+    with pytest.raises(ValueError, match='frames must be >= 1'):
+        warm_up(warmed, 0)
+    # The per-camera path's warm-up: one single-view refinement.
+    assert warm_up_refiner(make_refiner(body), 1) > 0
+
+
 def test_node_settings_check_the_online_parameters():
     pytest.importorskip('rcl_interfaces', reason='ROS 2 message packages not importable')
     from scorehmr_ros.ros.params import NodeSettings

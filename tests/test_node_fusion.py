@@ -162,8 +162,11 @@ def test_yaml_calibration_fuses_in_fixed_frame_and_falls_back(frames, ros_env, t
 def test_tf_static_online_window_swap_and_gap(frames, ros_env, tmp_path):
     require_ros()
     node, bed = start(
+        # warmup_frames: the node refines synthetic frames before subscribing and must
+        # forget them (the windows, ids and counters below start from nothing).
         tmp_path, ros_env, {'extrinsics_from_tf': True, 'temporal': 'online',
-                            'temporal_window': 3, 'temporal_max_gap_s': 0.3},
+                            'temporal_window': 3, 'temporal_max_gap_s': 0.3,
+                            'warmup_frames': 2},
         # Published before the node exists: /tf_static is latched (transient local).
         before_start=lambda b: b.publish_camera_tf(frames[0].views, WORLD_FRAME))
     try:

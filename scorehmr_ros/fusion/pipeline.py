@@ -197,8 +197,20 @@ class FusionPipeline:
                                        warm_outer_iters=warm_outer_iters,
                                        max_gap_s=max_gap_s)) \
             if temporal == 'online' else None
-        self.associator = Associator(association)
-        self.tracker = Tracker(tracker)
+        self._association, self._tracker_config = association, tracker
+        self.reset()
+
+    def reset(self) -> None:
+        """
+        Forget every track, window and counter (e.g. after a warm-up on synthetic frames).
+
+        The refiner and its compiled graphs stay.
+        """
+        self.associator = Associator(self._association)
+        self.tracker = Tracker(self._tracker_config)
+        if self.online is not None:
+            for track_id in self.online.track_ids:
+                self.online.forget(track_id)
         self.counters: Dict[str, int] = {name: 0 for name in FUSION_COUNTERS}
         self.tracks: Dict[int, TrackStatus] = {}
         self._upstream_track: Dict[int, int] = {}

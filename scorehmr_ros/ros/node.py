@@ -62,6 +62,7 @@ from scorehmr_ros.fusion.extrinsics import ExtrinsicsSource, transform_edges
 from scorehmr_ros.fusion.pipeline import (CameraView, FUSION_INFO_COUNTERS,
                                           FUSION_PROBLEM_COUNTERS, FusionPipeline)
 from scorehmr_ros.fusion.tracking import TrackerConfig
+from scorehmr_ros.fusion.warmup import warm_up, warm_up_refiner
 from scorehmr_ros.observations import Observations
 from scorehmr_ros.refiner import Refiner
 from scorehmr_ros.ros import convert
@@ -168,6 +169,14 @@ class ScoreHmrNode(Node):
         multi = len(self.cameras) > 1 or bool(self.settings.fixed_frame)
         self._prefix = {c.name: (c.name + '/' if multi else '') for c in self.cameras}
         self.extrinsics, self.pipeline = self._make_fusion()
+        if self.settings.warmup_frames:
+            # Before any subscription exists: compiling later would hold the interpreter
+            # lock while camera messages queue up (and time out).
+            seconds = (warm_up(self.pipeline, self.settings.warmup_frames)
+                       if self.pipeline is not None
+                       else warm_up_refiner(self.refiner, self.settings.warmup_frames))
+            self.get_logger().info(f'warm-up: {self.settings.warmup_frames} synthetic '
+                                   f'frame(s) in {seconds:.1f} s')
         # Snapshots the worker leaves for the diagnostics timer (under self._lock).
         self._fusion_counters: Dict[str, int] = {n: 0 for n in FUSION_INFO_COUNTERS
                                                  + FUSION_PROBLEM_COUNTERS}

@@ -97,6 +97,10 @@ class NodeSettings:
         nothing. It must not exist yet; it is closed on shutdown (also on SIGINT/SIGTERM).
     :param record_inputs: also record the input messages the node received (images,
         camera infos, detections) into ``record_bag``.
+    :param warmup_frames: before subscribing, refine this many synthetic frames of one
+        person seen by every camera (then forget them), so that ``engine.compile`` builds
+        its graphs before the first real frame instead of during it; 0 disables. With the
+        online window use ``temporal_window + 1`` to cover every window size.
     """
 
     cameras: Tuple[str, ...] = ('cam0',)
@@ -126,6 +130,7 @@ class NodeSettings:
     max_future_s: float = 5.0
     record_bag: str = ''
     record_inputs: bool = False
+    warmup_frames: int = 0
 
     def __post_init__(self):
         check_inputs(self.cameras, self.input_qos)
@@ -156,6 +161,8 @@ class NodeSettings:
         if self.diagnostics_period_s <= 0:
             raise ValueError('diagnostics_period_s must be > 0, got '
                              f'{self.diagnostics_period_s}')
+        if self.warmup_frames < 0:
+            raise ValueError(f'warmup_frames must be >= 0, got {self.warmup_frames}')
         if self.record_inputs and not self.record_bag:
             raise ValueError('record_inputs needs record_bag (a bag directory), got '
                              "record_bag=''")
