@@ -18,7 +18,8 @@ seconds:
 - the error of the published joints against the ground truth (mean over joints and
   outputs, metres, in the world frame: absolute, not root-aligned);
 - the seconds from the first input to the first output and to the end of the warm-up
-  (the compiled graphs' build time shows here).
+  (the compiled graphs' build time shows here), and from the node's start to its
+  subscriptions (``--warmup-frames``: the node compiles there, before any input).
 
 Random denoiser weights (the upstream rig of the tests: 3072 features, synthetic body);
 speed does not depend on them. Usage::
@@ -100,11 +101,17 @@ def run_case(cameras: int, rate_hz: float, warmup_s: float, duration_s: float,
         bed = testbed.Testbed(int(env['ROS_DOMAIN_ID']), namespace, names,
                               input_qos='sensor_data')
         try:
-            if not bed.spin_until(lambda: bed.ready() or not node.alive(),
-                                  STARTUP_TIMEOUT_S) or not node.alive():
+            # A node with warmup_frames compiles before it subscribes: allow for it.
+            timeout_s = STARTUP_TIMEOUT_S + (1200.0 if overrides.get('warmup_frames') else 0.0)
+            started_s = time.monotonic()
+            if not bed.spin_until(lambda: bed.ready() or not node.alive(), timeout_s) \
+                    or not node.alive():
                 raise RuntimeError('the node did not start:\n' + node.output()[-3000:])
+            ready_s = time.monotonic() - started_s
             bed.publish_camera_tf(frames[0].views, WORLD_FRAME)
-            return _stream(node, bed, frames, rate_hz, warmup_s, duration_s, log)
+            row = _stream(node, bed, frames, rate_hz, warmup_s, duration_s, log)
+            row['node_ready_s'] = round(ready_s, 1)
+            return row
         finally:
             bed.close()
             if node.alive():
@@ -221,6 +228,9 @@ def main(argv=None) -> int:
     parser.add_argument('--steps-per-call', type=int, default=1,
                         help='engine.steps_per_call (guided steps per compiled call)')
     parser.add_argument('--cpp-wrapper', action='store_true', help='engine.cpp_wrapper')
+    parser.add_argument('--warmup-frames', type=int, default=0,
+                        help="the node's warmup_frames (synthetic frames refined before it "
+                             'subscribes: compilation happens there)')
     parser.add_argument('--max-queue', type=int, default=1,
                         help='max_queue of the node (1: the worker always takes the newest '
                              'set, the lowest latency; node.yaml has 2)')
@@ -237,7 +247,7 @@ def main(argv=None) -> int:
                   'refiner.engine.steps_per_call': args.steps_per_call,
                   'refiner.engine.cpp_wrapper': args.cpp_wrapper}
         overrides = dict({'temporal_mode': args.mode, 'temporal_warm_iters': args.warm_iters,
-                          'max_queue': args.max_queue,
+                          'max_queue': args.max_queue, 'warmup_frames': args.warmup_frames,
                           'refiner.sampler.tau': tau, 'refiner.sampler.ddim_step': dt},
                          **engine)
         with tempfile.TemporaryDirectory(prefix='node_streaming_') as work:
