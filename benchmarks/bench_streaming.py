@@ -142,10 +142,10 @@ def bench_io_binding(args, rows_list=(1, 3, 4, 8, 64), calls: int = 400,
 
     torch.manual_seed(0)
     net = Denoiser(DenoiserConfig(cond_dim=args.cond_dim)).eval()
-    directory = tempfile.mkdtemp(prefix='scorehmr_bench_onnx_')
-    export_onnx(net, directory)
-    variants = {flag: OnnxRuntimeBackend(directory, threads=args.threads, io_binding=flag)
-                for flag in (False, True)}
+    with tempfile.TemporaryDirectory(prefix='scorehmr_bench_onnx_') as directory:
+        export_onnx(net, directory)
+        variants = {flag: OnnxRuntimeBackend(directory, threads=args.threads, io_binding=flag)
+                    for flag in (False, True)}
     out = []
     for rows in rows_list:
         cond, x_t = torch.randn(rows, args.cond_dim), torch.randn(rows, net.diffusion_dim)

@@ -78,6 +78,22 @@ def test_onnx_graphs_check_and_match_torch(exported, which):
         torch.testing.assert_close(backend.eps(x, 17, prep), want17, atol=1e-5, rtol=0)
 
 
+def test_start_up_export_leaves_no_temporary_files(tmp_path, monkeypatch):
+    # A backend exported at start-up (engine.onnx_dir None) loads its graphs into memory
+    # and removes the temporary folder: every node start used to leave ~90 MB behind.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    model = net(DenoiserConfig(cond_dim=64))
+    backend = OnnxRuntimeBackend.from_denoiser(model)
+    assert list(tmp_path.iterdir()) == []
+    cond, x = torch.randn(2, 64), torch.randn(2, 144)
+    with torch.no_grad():
+        want = model(x, torch.full((2,), 17), cond)
+    torch.testing.assert_close(backend.eps(x, 17, backend.prepare(cond)), want, atol=1e-5,
+                               rtol=0)
+
+
 def test_bad_onnx_files_name_the_file_and_mismatch(exported, tmp_path):
     model, directory, paths = exported[0]
     corrupt = tmp_path / 'corrupt.onnx'

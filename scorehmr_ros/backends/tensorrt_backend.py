@@ -106,10 +106,17 @@ class TensorRTBackend(DenoiserBackend):
     @classmethod
     def from_denoiser(cls, denoiser: Denoiser, onnx_dir: Optional[str] = None,
                       profile: Tuple[int, int, int] = DEFAULT_PROFILE) -> 'TensorRTBackend':
-        """Export (if needed), build and load an engine for a network."""
+        """
+        Export (if needed), build and load an engine for a network.
+
+        Without ``onnx_dir`` the graph and engine files go to a temporary folder that is
+        removed once the engine is loaded (it lives in memory).
+        """
         import tempfile
 
-        onnx_dir = onnx_dir or tempfile.mkdtemp(prefix='scorehmr_trt_')
+        if onnx_dir is None:
+            with tempfile.TemporaryDirectory(prefix='scorehmr_trt_') as temporary:
+                return cls.from_denoiser(denoiser, temporary, profile)
         onnx_path = os.path.join(onnx_dir, 'denoiser.onnx')
         if not os.path.isfile(onnx_path):
             export_onnx(denoiser, onnx_dir)
