@@ -111,6 +111,8 @@ def run_case(cameras: int, rate_hz: float, warmup_s: float, duration_s: float,
             bed.publish_camera_tf(frames[0].views, WORLD_FRAME)
             row = _stream(node, bed, frames, rate_hz, warmup_s, duration_s, log)
             row['node_ready_s'] = round(ready_s, 1)
+            # Cameras the node saw as silent: its callbacks starved (e.g. by compilation).
+            row['camera_silent_warnings'] = node.output().count(' silent for > ')
             return row
         finally:
             bed.close()
