@@ -372,10 +372,9 @@ class Refiner:
         if self._can_fuse(kp, calibrated=True):
             # Each state's loss divisor: its view count (calibrated_loss 'mean', as
             # multiview_keypoint_loss counts views) or 1 ('sum').
-            views = torch.ones(g * s, device=self.device, dtype=self.dtype)
-            if guide.calibrated_loss == 'mean':
-                views = views.new_zeros(g * s).index_add(
-                    0, row_state, (kp['conf'] > 0).any(dim=-1).to(self.dtype)).clamp_min(1)
+            views = (calibrated.views_per_state(row_state, kp['conf'], g * s).clamp_min(1)
+                     if guide.calibrated_loss == 'mean'
+                     else torch.ones(g * s, device=self.device, dtype=self.dtype))
             fused_kp = {key: kp[key] for key in ('target', 'conf', 'focal', 'center', 'size')}
             fused_kp.update(row_state=row_state, rel_rot=rel_rot, rel_t=rel_t, views=views)
             temporal = {'prev_row': prev_state}
@@ -395,8 +394,7 @@ class Refiner:
             x0, translation, stop_step, row_loss, step = self._sample_calibrated(
                 x_start, rep(rows.get(obs.cond)[anchor]), betas_g, rest, kp, row_state,
                 rel_rot, rel_t, rep(start_t), prev_state, target, grid, rows.n)
-        num_views = torch.zeros(g, device=self.device, dtype=self.dtype).index_add(
-            0, groups.row_group, conf_b.gt(0).any(dim=-1).to(self.dtype)).long()
+        num_views = calibrated.views_per_state(groups.row_group, conf_b, g).long()
         has_any = num_views > 0
         refined = (torch.isfinite(x0).all(dim=-1) & torch.isfinite(translation).all(dim=-1)
                    & rep(has_any))

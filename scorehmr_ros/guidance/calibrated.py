@@ -157,10 +157,23 @@ def multiview_keypoint_loss(joints_3d: torch.Tensor, translation: torch.Tensor,
                                           center_px, image_size, sigma_px, rotation=rel_rot)
     state_loss = row_loss.new_zeros(joints_3d.shape[0]).index_add(0, row_state, row_loss)
     if view_mean:
-        views = row_loss.new_zeros(joints_3d.shape[0]).index_add(
-            0, row_state, (conf > 0).any(dim=-1).to(row_loss.dtype))
-        state_loss = state_loss / views.clamp_min(1)
+        state_loss = state_loss / views_per_state(row_state, conf,
+                                                  joints_3d.shape[0]).clamp_min(1)
     return state_loss, row_loss
+
+
+def views_per_state(row_state: torch.Tensor, conf: torch.Tensor, num_states: int
+                    ) -> torch.Tensor:
+    """
+    Count the view rows with at least one confident keypoint, per state.
+
+    :param row_state: [N] int64 state of each view row.
+    :param conf: [N, K] keypoint confidences of the rows.
+    :param num_states: M.
+    :return: [M] counts, in ``conf``'s dtype.
+    """
+    return conf.new_zeros(num_states).index_add(0, row_state,
+                                                (conf > 0).any(dim=-1).to(conf.dtype))
 
 
 def average_start(rotmats: torch.Tensor, cam_t: torch.Tensor, rest_pelvis: torch.Tensor,

@@ -172,11 +172,11 @@ class ScoreHmrNode(Node):
         if self.settings.warmup_frames:
             # Before any subscription exists: compiling later would hold the interpreter
             # lock while camera messages queue up (and time out).
-            seconds = (warm_up(self.pipeline, self.settings.warmup_frames)
-                       if self.pipeline is not None
-                       else warm_up_refiner(self.refiner, self.settings.warmup_frames))
-            self.get_logger().info(f'warm-up: {self.settings.warmup_frames} synthetic '
-                                   f'frame(s) in {seconds:.1f} s')
+            # (The warm-up functions log what they did and how long it took.)
+            if self.pipeline is not None:
+                warm_up(self.pipeline, self.settings.warmup_frames)
+            else:
+                warm_up_refiner(self.refiner, self.settings.warmup_frames)
         # Snapshots the worker leaves for the diagnostics timer (under self._lock).
         self._fusion_counters: Dict[str, int] = {n: 0 for n in FUSION_INFO_COUNTERS
                                                  + FUSION_PROBLEM_COUNTERS}
